@@ -1,0 +1,30 @@
+# The two commands of README.md: `make run` starts the app, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TESTS ?=
+
+# Local development defaults; production sets DEBUG=0 and real values (see README).
+export DEBUG ?= 1
+
+.PHONY: run test install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# A listen backlog of 4096 (Twisted's default is 50), so a reconnect storm is queued rather
+# than dropped by the kernel; the kernel caps it at net.core.somaxconn (see README).
+run: install
+	$(PY) manage.py migrate --noinput
+	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=4096 livefeed.asgi:application
+
+test: install
+	scripts/ensure-test-services
+	$(PY) manage.py test --noinput $(TESTS)

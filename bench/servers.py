@@ -1,0 +1,158 @@
+"""Throwaway servers for the benchmark: a redis-server and daphne instances, all on loopback."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, *, process: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
+    """Wait until something accepts connections on the port; fail if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            detail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"process {process.args[:3]} exited with {process.returncode}\n{detail}")
+        try:
+            with socket.create_connection((HOST, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {HOST}:{port} after {timeout} s")
+
+
+@dataclass
+class Service:
+    """One process of ours, with its log file."""
+
+    name: str
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def ps(self) -> psutil.Process:
+        return psutil.Process(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@dataclass
+class Stack:
+    """Redis and the daphne instances of one system under test."""
+
+    workdir: Path
+    redis: Service | None = None
+    servers: list[Service] = field(default_factory=list)
+
+    def start_redis(self) -> Service:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        port = free_port()
+        log = self.workdir / "redis.log"
+        process = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+             "--maxclients", "10000", "--protected-mode", "yes"],
+            stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=self.workdir,
+        )
+        self.redis = Service("redis", process, port, log)
+        wait_for_port(port, process=process, timeout=20, log=log)
+        return self.redis
+
+    @property
+    def redis_url(self) -> str:
+        assert self.redis is not None
+        return f"redis://{HOST}:{self.redis.port}/0"
+
+    def start_daphnes(self, *, count: int, application: str, env: dict[str, str], name: str,
+                      extra_args: list[str], backlog: int | None) -> list[Service]:
+        started = []
+        for index in range(count):
+            port = free_port()
+            log = self.workdir / f"{name}-{index}.log"
+            # Twisted listens with a backlog of 50 unless the endpoint says otherwise.
+            listen = ["-e", f"tcp:port={port}:interface={HOST}:backlog={backlog}"] if backlog else ["-b", HOST, "-p", str(port)]
+            process = subprocess.Popen(
+                [PYTHON, "-m", "daphne", *listen, *extra_args, application],
+                stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **env},
+            )
+            started.append(Service(f"{name}-{index}", process, port, log))
+        self.servers.extend(started)
+        for service in started:
+            wait_for_port(service.port, process=service.process, timeout=90, log=service.log)
+        return started
+
+    def stop_servers(self) -> None:
+        for service in self.servers:
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        for service in self.servers:
+            service.stop()
+        self.servers = []
+
+    def stop(self) -> None:
+        self.stop_servers()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+
+def migrate(*, env: dict[str, str], workdir: Path) -> None:
+    """Create the project's tables (and the demo feed) in the benchmark's database."""
+    log = workdir / "migrate.log"
+    with log.open("w") as out:
+        result = subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env={**os.environ, **env},
+            stdout=out, stderr=subprocess.STDOUT, timeout=300,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"migrate failed:\n{log.read_text()[-3000:]}")
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
+    """Return user+system CPU seconds of each process."""
+    seconds = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            seconds[process.pid] = times.user + times.system
+        except psutil.Error:
+            seconds[process.pid] = 0.0
+    return seconds
+
+
+def rss_bytes(processes: list[psutil.Process]) -> int:
+    """Return the summed resident memory of the processes."""
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return total

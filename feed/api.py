@@ -1,0 +1,196 @@
+"""The JSON API (django-ninja): feeds, catch-up reads and posting. Errors: feed.api_errors."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import URLPattern, URLResolver, path, re_path
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
+from ninja import Header, NinjaAPI, Query
+
+from feed.api_auth import BearerToken, SessionCookie, anonymous
+from feed.api_errors import JsonBodyParser, api_not_found, install_error_handlers, json_method_not_allowed
+from feed.api_schemas import CommentIn, CommentOut, ErrorOut, FeedOut
+from feed.models import IDEMPOTENCY_KEY_MAX_LENGTH
+from feed.ratelimit import client_identity, post_rate_limit_check
+from feed.rendering import comment_as_dict
+from feed.selectors import MAX_LIMIT, comments_after, feed_get, feeds_all
+from feed.services import (
+    comment_create,
+    comment_create_idempotent,
+    feed_check_can_post,
+    feed_check_can_read,
+    idempotent_result_find,
+)
+
+DESCRIPTION = """\
+Read feeds and comments, and post comments. New comments also arrive live on the
+WebSocket `/ws/feeds/{slug}/?format=json`; after a disconnect, catch up with
+`GET /api/feeds/{slug}/comments/?after=<highest seq seen>`.
+
+Authentication: `Authorization: Bearer <token>` (issue one with `manage.py issue_token <username>`),
+or the browser session (then unsafe requests need the `X-CSRFToken` header), or none:
+feeds that allow anonymous posting take a display name in `author`.
+
+Errors are always JSON: `{"error": "<code>", "detail": "<text>", "fields": {"<field>": ["<message>"]}}`,
+with `fields` only when particular fields are invalid.
+
+Safe retries: send `Idempotency-Key: <unique string>` (a UUID) with a post. A repeat with the
+same key, on any server and even while the first is in flight, returns the first answer
+(`201`, the same comment, header `Idempotent-Replayed: true`) and creates nothing. Keys are
+kept for 24 hours per client (user or token, else IP address). The same key with a different
+request is refused with `422` (`idempotency_key_reused`).
+
+Rate limit: each client may post a limited number of comments per period (`FEED_POST_RATE`,
+30 a minute by default). Over it the answer is `429` (`too_many_requests`) with `Retry-After`
+in seconds; repeats of an idempotent post are not counted.
+"""
+
+
+class FeedAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None) -> Any:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        # Every operation also works without credentials (anonymous): say so with `{}`.
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                if "security" in operation and {} not in operation["security"]:
+                    operation["security"].append({})
+        return schema
+
+
+api = FeedAPI(
+    title="Live Feed API",
+    version="1",
+    description=DESCRIPTION,
+    urls_namespace="feed:api",
+    auth=[BearerToken(), SessionCookie(), anonymous],
+    parser=JsonBodyParser(),
+)
+install_error_handlers(api)
+
+READ_ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut}
+
+
+@api.get("/feeds/", response={200: list[FeedOut], 401: ErrorOut}, url_name="feeds", summary="List the feeds")
+def list_feeds(request: HttpRequest) -> list[dict[str, Any]]:
+    return [{"slug": f.slug, "title": f.title, "last_seq": f.last_seq} for f in feeds_all()]
+
+
+@api.get(
+    "/feeds/{slug}/comments/",
+    response={200: list[CommentOut], **READ_ERRORS},
+    url_name="comments",
+    summary="List comments after a seq",
+)
+def list_comments(
+    request: HttpRequest,
+    slug: str,
+    after: int = Query(0, ge=0, description="Return comments with a seq above this one."),
+    limit: int = Query(50, ge=1, le=MAX_LIMIT, description=f"At most this many (1 to {MAX_LIMIT})."),
+) -> list[dict[str, Any]]:
+    """Return up to `limit` comments with `seq > after`, in ascending seq.
+
+    Fewer than `limit` means there are no more for now; otherwise ask again with
+    `after` set to the last seq received.
+    """
+    feed = feed_get(slug=slug)
+    feed_check_can_read(feed=feed, user=request.auth)  # type: ignore[attr-defined]
+    return [comment_as_dict(c) for c in comments_after(feed=feed, after_seq=after, limit=limit)]
+
+
+@api.post(
+    "/feeds/{slug}/comments/",
+    response={
+        201: CommentOut,
+        400: ErrorOut,
+        401: ErrorOut,
+        403: ErrorOut,
+        404: ErrorOut,
+        413: ErrorOut,
+        415: ErrorOut,
+        422: ErrorOut,
+        429: ErrorOut,
+    },
+    url_name="comment_create",
+    summary="Post a comment",
+    openapi_extra={
+        "responses": {
+            201: {
+                "headers": {
+                    "Idempotent-Replayed": {
+                        "description": "`true` when this is the stored answer to an earlier post with the same key.",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    }
+                }
+            },
+            422: {"description": "The Idempotency-Key was already used with a different request."},
+            429: {
+                "description": "Too many posts from this client; retry after `Retry-After` seconds.",
+                "headers": {
+                    "Retry-After": {
+                        "description": "Seconds to wait before posting again.",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                },
+            },
+        }
+    },
+)
+def create_comment(
+    request: HttpRequest,
+    response: HttpResponse,
+    slug: str,
+    payload: CommentIn,
+    idempotency_key: str | None = Header(
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        pattern=r"^[!-~]+$",
+        description="Makes retries safe: a repeat with this key returns the first answer and creates nothing.",
+    ),
+) -> tuple[int, dict[str, Any]]:
+    """Post a comment; it is numbered with the feed's next seq and sent to live readers."""
+    feed = feed_get(slug=slug)
+    user = request.auth  # type: ignore[attr-defined]
+    feed_check_can_post(feed=feed, user=user)
+    client = client_identity(request, user=user)
+    if idempotency_key is not None:
+        replay = idempotent_result_find(
+            client=client, key=idempotency_key, feed=feed, author=payload.author, body=payload.body
+        )
+        if replay is not None:
+            response["Idempotent-Replayed"] = "true"
+            return replay.status, replay.body
+    post_rate_limit_check(client=client)
+    if idempotency_key is None:
+        comment = comment_create(feed=feed, author=payload.author, body=payload.body, user=user)
+        return 201, comment_as_dict(comment)
+    result = comment_create_idempotent(
+        feed=feed, author=payload.author, body=payload.body, user=user, client=client, key=idempotency_key
+    )
+    if result.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return result.status, result.body
+
+
+@csrf_exempt  # read-only; any other method gets the JSON 405, not the CSRF page
+@require_safe
+def api_index(request: HttpRequest) -> JsonResponse:
+    """Point at the API's entry points (ninja's own root page is an HTML 404)."""
+    return JsonResponse({"feeds": "/api/feeds/", "openapi": "/api/openapi.json", "docs": "/api/docs"})
+
+
+def api_urlpatterns() -> list[URLPattern | URLResolver]:
+    """Return the URL patterns under /api/: an index, the API, then JSON 404s for anything else."""
+    patterns, app_name, namespace = api.urls
+    for pattern in patterns:
+        if isinstance(pattern, URLPattern):
+            pattern.callback = json_method_not_allowed(pattern.callback)
+    return [
+        path("", json_method_not_allowed(api_index), name="api_index"),
+        path("", (patterns, app_name, namespace)),
+        re_path(r"^.*$", api_not_found),
+    ]

@@ -1,0 +1,227 @@
+"""Writes. Every comment is created here, by the form view and the API alike."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from feed.models import (
+    AUTHOR_MAX_LENGTH,
+    BODY_MAX_LENGTH,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    Comment,
+    Feed,
+    IdempotencyKey,
+)
+from feed.rendering import comment_as_dict
+from feed.text import clean_body, clean_name
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+
+class FeedAccessDenied(Exception):
+    """The user may not do this on the feed: 401 without credentials, 403 with them."""
+
+    action = "use"
+
+    def __init__(self, *, authenticated: bool) -> None:
+        self.status = 403 if authenticated else 401
+        self.code = "forbidden" if authenticated else "not_authenticated"
+        super().__init__(
+            "You are not a member of this feed." if authenticated else f"Sign in to {self.action} this feed."
+        )
+
+
+class PostingNotAllowed(FeedAccessDenied):
+    action = "post to"
+
+
+class ReadingNotAllowed(FeedAccessDenied):
+    action = "read"
+
+
+def feed_check_can_read(*, feed: Feed, user: AbstractBaseUser | AnonymousUser | None) -> None:
+    """Raise ReadingNotAllowed unless the user may read the feed (page, API and stream alike).
+
+    Open feeds (anonymous posting) are public; members-only feeds need a signed-in user.
+    """
+    if not feed.allow_anonymous and (user is None or not user.is_authenticated):
+        raise ReadingNotAllowed(authenticated=False)
+
+
+def feed_check_can_post(*, feed: Feed, user: AbstractBaseUser | AnonymousUser | None) -> None:
+    """Raise PostingNotAllowed unless the user may post to the feed."""
+    if feed.allow_anonymous:
+        return
+    if user is None or not user.is_authenticated:
+        raise PostingNotAllowed(authenticated=False)
+    if user.is_staff or feed.members.filter(pk=user.pk).exists():
+        return
+    raise PostingNotAllowed(authenticated=True)
+
+
+def comment_validate(
+    *, feed: Feed, author: str, body: str, user: AbstractBaseUser | AnonymousUser | None = None
+) -> tuple[str, str]:
+    """Return the cleaned (author, body), or raise ValidationError with field errors."""
+    errors: dict[str, list[str]] = {}
+    author = clean_name(author or "")
+    body = clean_body(body or "")
+    if not author and user is not None and user.is_authenticated:
+        author = clean_name(user.get_username())
+    if not author:
+        errors.setdefault("author", []).append("A display name is required.")
+    elif len(author) > AUTHOR_MAX_LENGTH:
+        errors.setdefault("author", []).append(f"Use at most {AUTHOR_MAX_LENGTH} characters.")
+    if not body:
+        errors.setdefault("body", []).append("Write something first.")
+    elif len(body) > BODY_MAX_LENGTH:
+        errors.setdefault("body", []).append(f"Use at most {BODY_MAX_LENGTH} characters (you used {len(body)}).")
+    if errors:
+        raise ValidationError(errors)
+    return author, body
+
+
+def comment_create(
+    *, feed: Feed, author: str, body: str, user: AbstractBaseUser | AnonymousUser | None = None
+) -> Comment:
+    """Validate and save a comment with the feed's next seq, and publish it once committed.
+
+    Raises PostingNotAllowed or ValidationError; nothing is saved or published then.
+    """
+    feed_check_can_post(feed=feed, user=user)
+    author, body = comment_validate(feed=feed, author=author, body=body, user=user)
+    with transaction.atomic():
+        # The row lock serialises posters per feed: seq has no gaps, and comment N
+        # commits before comment N+1 can be numbered.
+        locked = Feed.objects.select_for_update().only("pk", "slug", "last_seq").get(pk=feed.pk)
+        seq = locked.last_seq + 1
+        Feed.objects.filter(pk=feed.pk).update(last_seq=seq)
+        comment = Comment.objects.create(
+            feed=locked,
+            seq=seq,
+            author=author,
+            body=body,
+            user=user if user is not None and user.is_authenticated else None,
+        )
+        transaction.on_commit(lambda: _publish(comment))
+    feed.last_seq = seq
+    return comment
+
+
+def _publish(comment: Comment) -> None:
+    from notifications.publishing import publish_comment_created
+
+    publish_comment_created(comment)
+
+
+# --- Idempotent posts ----------------------------------------------------------
+
+IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,%d}$" % IDEMPOTENCY_KEY_MAX_LENGTH)
+
+
+class IdempotencyKeyInvalid(Exception):
+    """The Idempotency-Key header is empty, too long or not printable ASCII (400)."""
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was first used with a different request (422)."""
+
+
+@dataclass(frozen=True)
+class IdempotentResult:
+    status: int
+    body: dict[str, Any]
+    replayed: bool  # True: the answer of an earlier request with this key; nothing was created
+
+
+def idempotency_key_check(key: str) -> str:
+    """Return the key if it is usable, else raise IdempotencyKeyInvalid."""
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise IdempotencyKeyInvalid(
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters (a UUID is ideal)."
+        )
+    return key
+
+
+def _fingerprint(*, feed: Feed, author: str, body: str) -> str:
+    request = json.dumps([feed.slug, author, body], ensure_ascii=False)
+    return hashlib.sha256(request.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def idempotent_result_find(*, client: str, key: str, feed: Feed, author: str, body: str) -> IdempotentResult | None:
+    """Return the stored answer for (client, key) if it has not expired.
+
+    Raise IdempotencyKeyReused if the key was first used with another request.
+    """
+    cutoff = timezone.now() - IDEMPOTENCY_KEY_TTL
+    record = IdempotencyKey.objects.filter(client=client, key=key, created_at__gte=cutoff).first()
+    if record is None:
+        return None
+    if record.fingerprint != _fingerprint(feed=feed, author=author, body=body):
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used with a different request; use a new key for a new comment."
+        )
+    return IdempotentResult(status=record.response_status, body=record.response_body, replayed=True)
+
+
+def comment_create_idempotent(
+    *,
+    feed: Feed,
+    author: str,
+    body: str,
+    user: AbstractBaseUser | AnonymousUser | None = None,
+    client: str,
+    key: str,
+) -> IdempotentResult:
+    """Create the comment once per (client, key): a repeat returns the first answer, creating nothing.
+
+    The key's row and the comment are saved in one transaction, and (client, key) is unique
+    in the database, so concurrent repeats on different instances create one comment: the
+    loser's insert fails (or, on PostgreSQL, waits for the winner and then fails) and it
+    returns the winner's answer. Only successes are stored; a post that failed validation
+    or permission checks leaves no key behind and can be retried with the same key.
+    """
+    idempotency_key_check(key)
+    found = idempotent_result_find(client=client, key=key, feed=feed, author=author, body=body)
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            # An expired row for this key frees it for a new post.
+            IdempotencyKey.objects.filter(
+                client=client, key=key, created_at__lt=timezone.now() - IDEMPOTENCY_KEY_TTL
+            ).delete()
+            record = IdempotencyKey.objects.create(
+                client=client,
+                key=key,
+                fingerprint=_fingerprint(feed=feed, author=author, body=body),
+                response_status=201,
+                response_body={},
+            )
+            comment = comment_create(feed=feed, author=author, body=body, user=user)
+            record.comment = comment
+            record.response_body = comment_as_dict(comment)
+            record.save(update_fields=["comment", "response_body"])
+    except IntegrityError:
+        found = idempotent_result_find(client=client, key=key, feed=feed, author=author, body=body)
+        if found is None:
+            raise
+        return found
+    transaction.on_commit(idempotency_keys_purge_expired)
+    return IdempotentResult(status=201, body=record.response_body, replayed=False)
+
+
+def idempotency_keys_purge_expired() -> int:
+    """Delete keys older than IDEMPOTENCY_KEY_TTL; return how many."""
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - IDEMPOTENCY_KEY_TTL).delete()
+    return deleted

@@ -1,0 +1,128 @@
+"""Pages and the comment form. One view serves the full page and, for htmx, the form fragment."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.views.decorators.http import require_POST, require_safe
+
+from feed.forms import CommentForm
+from feed.models import Feed
+from feed.ratelimit import RateLimited, client_identity, post_rate_limit_check
+from feed.selectors import comments_latest, feed_get, feeds_all
+from feed.services import (
+    PostingNotAllowed,
+    ReadingNotAllowed,
+    comment_create,
+    feed_check_can_post,
+    feed_check_can_read,
+)
+
+
+@require_safe
+def feed_index(request: HttpRequest) -> HttpResponse:
+    return render(request, "feed/index.html", {"feeds": feeds_all()})
+
+
+@require_safe
+def feed_page(request: HttpRequest, slug: str) -> HttpResponse:
+    feed = feed_get(slug=slug)
+    try:
+        feed_check_can_read(feed=feed, user=request.user)
+    except ReadingNotAllowed:
+        return redirect_to_login(request.get_full_path())
+    return _render_page(request, feed=feed, form=_blank_form(request), before=_positive_int(request.GET.get("before")))
+
+
+@require_POST
+def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
+    """Post a comment. htmx gets the form fragment back; the comment itself arrives live."""
+    feed = feed_get(slug=slug)
+    form = CommentForm(request.POST, author_placeholder=_author_placeholder(request))
+    form.is_valid()
+    retry_after = None
+    try:
+        feed_check_can_post(feed=feed, user=request.user)
+        post_rate_limit_check(client=client_identity(request))
+        comment = comment_create(
+            feed=feed,
+            author=form.cleaned_data.get("author", ""),
+            body=form.cleaned_data.get("body", ""),
+            user=request.user,
+        )
+    except ValidationError as exc:
+        form.add_error(None, exc)
+        status = 422
+    except PostingNotAllowed as exc:
+        form.add_error(None, str(exc))
+        status = exc.status
+    except RateLimited as exc:
+        form.add_error(None, str(exc))
+        status, retry_after = 429, exc.retry_after
+    else:
+        if request.htmx:
+            fresh = _blank_form(request, author=form.cleaned_data.get("author", ""))
+            return render(request, "feed/_form.html", _form_context(request, feed, fresh))
+        return HttpResponseRedirect(f"{feed.get_absolute_url()}#comment-{comment.pk}", status=303)
+    if request.htmx:
+        response = render(request, "feed/_form.html", _form_context(request, feed, form), status=status)
+    else:
+        response = _render_page(request, feed=feed, form=form, before=None, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _render_page(
+    request: HttpRequest, *, feed: Feed, form: CommentForm, before: int | None, status: int = 200
+) -> HttpResponse:
+    page_size = settings.FEED_PAGE_SIZE
+    try:
+        feed_check_can_read(feed=feed, user=request.user)
+    except ReadingNotAllowed:
+        return render(request, "feed/members_only.html", _form_context(request, feed, form), status=status)
+    comments = comments_latest(feed=feed, limit=page_size, before_seq=before)
+    oldest = comments[0].seq if comments else None
+    newest = comments[-1].seq if comments else None
+    has_older = oldest is not None and bool(comments_latest(feed=feed, limit=1, before_seq=oldest))
+    # An archive page (?before=N) is a fixed slice: no live updates and no form on it.
+    newer_before = newest + page_size + 1 if before is not None and newest is not None else None
+    if newer_before is not None and newer_before > feed.last_seq:
+        newer_before = None
+    context: dict[str, Any] = {
+        **_form_context(request, feed, form),
+        "comments": comments,
+        "live": before is None,
+        "older_before": oldest if has_older else None,
+        "newer_before": newer_before,
+    }
+    return render(request, "feed/page.html", context, status=status)
+
+
+def _form_context(request: HttpRequest, feed: Feed, form: CommentForm) -> dict[str, Any]:
+    try:
+        feed_check_can_post(feed=feed, user=request.user)
+    except PostingNotAllowed as exc:
+        return {"feed": feed, "form": form, "can_post": False, "cannot_post_reason": str(exc)}
+    return {"feed": feed, "form": form, "can_post": True, "cannot_post_reason": ""}
+
+
+def _blank_form(request: HttpRequest, *, author: str = "") -> CommentForm:
+    # The name is kept after a post so that people need not retype it; the body is cleared.
+    return CommentForm(initial={"author": author}, author_placeholder=_author_placeholder(request))
+
+
+def _author_placeholder(request: HttpRequest) -> str:
+    return request.user.get_username() if request.user.is_authenticated else ""
+
+
+def _positive_int(value: str | None) -> int | None:
+    try:
+        number = int(value or "")
+    except ValueError:
+        return None
+    return number if number > 0 else None

@@ -1,0 +1,52 @@
+"""Tunables of the live path, read from settings.LIVE_UPDATES when a hub starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    # How often each process compares its feeds' cursors with the database (one query).
+    check_interval: float = 1.0
+    # How long a seq missing behind a newer live event may stay missing before the database fills it.
+    gap_grace: float = 0.1
+    # How long a comment the database showed may stay undelivered (in flight on the live path)
+    # before it is read from the database: with the default check_interval, until the next check.
+    lag_grace: float = 0.75
+    # A live event arriving within this many seconds of the previous delivery to the feed's
+    # readers waits for the rest of it, so events in quick succession reach each reader in one
+    # socket write (0: each at once). Events further apart go out at once.
+    live_coalesce: float = 0.01
+    # Comments per database read, for replays and gap fills.
+    batch_size: int = 200
+    # Delivered events each process keeps per feed, so most resumes need no database read.
+    recent_events: int = 256
+    # A reader whose unsent bytes exceed this is closed with 1013.
+    slow_reader_max_bytes: int = 1024 * 1024
+    # Above this many unsent bytes a reader counts as backed up ...
+    slow_reader_soft_bytes: int = 64 * 1024
+    # ... and is closed with 1013 when it stays backed up this long.
+    slow_reader_timeout: float = 10.0
+    # After a close we start, how long the peer has to read what is queued and answer.
+    close_grace: float = 15.0
+    # On SIGTERM, how long open sockets get to complete the 1012 close.
+    shutdown_grace: float = 3.0
+    # Group memberships are re-added this often (an empty, restarted Redis forgets them).
+    membership_refresh: float = 30.0
+    # Bound on one channel-layer call (group_add, group_discard, publish).
+    layer_timeout: float = 2.0
+    # After a failed publish, skip publishing this long: readers fill from the database.
+    publish_backoff: float = 1.0
+
+
+def live_settings() -> LiveSettings:
+    """Return the defaults overridden by the LIVE_UPDATES setting (a dict of field names)."""
+    from django.conf import settings
+
+    overrides: dict[str, Any] = dict(getattr(settings, "LIVE_UPDATES", {}) or {})
+    known = {field.name for field in fields(LiveSettings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"Unknown LIVE_UPDATES keys: {sorted(unknown)}")
+    return replace(LiveSettings(), **overrides)

@@ -1,0 +1,343 @@
+"""One reader's socket: its position in the feed, and a bounded way to write to it.
+
+Frames are written straight to daphne's WebSocket protocol when the daphne hook put it in
+the scope (notifications.daphne), so a fan-out is a loop of synchronous writes: no task,
+no consumer dispatch and no re-encoding per reader. Any other ASGI server gets the same
+frames through the ASGI ``send`` callable, in order, from a small per-connection outbox.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from notifications.frames import CLOSE_TRY_AGAIN_LATER, MAX_RESUMES, RESUME_WINDOW
+
+if TYPE_CHECKING:
+    from notifications.conf import LiveSettings
+
+logger = logging.getLogger(__name__)
+
+# Without daphne's protocol the outbox is the buffer: frames queued beyond this close the reader.
+MAX_OUTBOX_FRAMES = 1000
+
+
+class FeedEvent:
+    """A comment event as every reader receives it: seq and both frames, rendered once."""
+
+    __slots__ = ("feed_id", "seq", "html", "json", "from_db", "_prepared")
+
+    def __init__(self, *, feed_id: int, seq: int, html: str, json: str, from_db: bool = False) -> None:
+        self.feed_id = feed_id
+        self.seq = seq
+        self.html = html
+        self.json = json
+        self.from_db = from_db  # read from the database (fill, replay), not received live
+        self._prepared: list[Any] | None = None
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> FeedEvent | None:
+        """Return the event carried by a channel-layer message, or None if it is not one."""
+        feed_id, seq, html, json_text = (message.get(key) for key in ("feed_id", "seq", "html", "json"))
+        if type(feed_id) is not int or type(seq) is not int or seq < 1:
+            return None
+        if not isinstance(html, str) or not isinstance(json_text, str):
+            return None
+        return cls(feed_id=feed_id, seq=seq, html=html, json=json_text)
+
+    def text(self, json_mode: bool) -> str:
+        return self.json if json_mode else self.html
+
+    def prepared(self, json_mode: bool, factory: Any) -> Any:
+        """Return the frame framed once for every daphne reader of this mode (autobahn PreparedMessage)."""
+        if self._prepared is None:
+            self._prepared = [None, None]
+        index = 1 if json_mode else 0
+        message = self._prepared[index]
+        if message is None:
+            message = self._prepared[index] = factory.prepareMessage(self.text(json_mode).encode("utf-8"))
+        return message
+
+
+class EventBatch:
+    """Consecutive events for the readers of one feed: each reader gets them in one socket write.
+
+    Frames stay one comment per frame; only their bytes are joined, once per mode for every
+    reader that has none of them yet.
+    """
+
+    __slots__ = ("events", "_joined")
+
+    def __init__(self, events: list[FeedEvent]) -> None:
+        self.events = events
+        self._joined: list[bytes | None] = [None, None]
+
+    def joined(self, json_mode: bool, factory: Any) -> bytes:
+        index = 1 if json_mode else 0
+        data = self._joined[index]
+        if data is None:
+            data = self._joined[index] = b"".join(
+                event.prepared(json_mode, factory).payloadHybi for event in self.events
+            )
+        return data
+
+
+def pending_bytes(transport: Any) -> int:
+    """Return how many bytes a Twisted TCP transport holds that the peer has not taken yet.
+
+    Reads FileDescriptor's write buffer (``dataBuffer``, ``offset``, ``_tempDataLen``);
+    other transports (TLS wrappers) report 0, i.e. no slow-reader protection.
+    """
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except (AttributeError, TypeError):
+        return 0
+
+
+def send_now(transport: Any, data: bytes) -> None:
+    """Write to a Twisted TCP transport, straight to the socket when nothing is queued.
+
+    Twisted's write() always queues and registers the socket for writing (two epoll changes
+    and a loop turn per frame on the asyncio reactor: about 40 us per frame and reader).
+    Like asyncio's own transports, try a non-blocking send first; what the kernel does not
+    take, and every error, goes through transport.write() as usual.
+    """
+    sock = getattr(transport, "socket", None)
+    if (
+        sock is not None
+        and transport.connected
+        and not transport.disconnecting
+        and not getattr(transport, "_writeDisconnected", False)
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+    ):
+        try:
+            sent = sock.send(data)
+        except OSError:  # EAGAIN, or an error Twisted's write path reports as usual
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
+class Connection:
+    """A reader of one feed. ``sent_seq`` is the seq of the last comment frame it was sent.
+
+    ``write`` drops anything at or below ``sent_seq``: frames reach a reader in strictly
+    increasing seq, whatever path (live, gap fill, replay) offers them.
+    """
+
+    __slots__ = (
+        "feed_id",
+        "json_mode",
+        "sent_seq",
+        "closed",
+        "catch_up",
+        "backed_up_since",
+        "_protocol",
+        "_send",
+        "_conf",
+        "_on_close",
+        "_outbox",
+        "_flusher",
+        "_close_code",
+        "_resumes",
+    )
+
+    def __init__(
+        self,
+        *,
+        feed_id: int,
+        json_mode: bool,
+        send: Callable[[dict[str, Any]], Any],
+        protocol: Any | None,
+        conf: LiveSettings,
+    ) -> None:
+        self.feed_id = feed_id
+        self.json_mode = json_mode
+        self.sent_seq = 0
+        self.closed = False
+        self.catch_up: asyncio.Task[None] | None = None
+        self.backed_up_since: float | None = None
+        self._protocol = protocol
+        self._send = send
+        self._conf = conf
+        self._on_close: Callable[[Connection], None] | None = None
+        self._outbox: deque[str] | None = None if protocol is not None else deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._close_code: int | None = None
+        self._resumes: list[float] | None = None
+
+    @property
+    def protocol(self) -> Any | None:
+        return self._protocol
+
+    def on_close(self, callback: Callable[[Connection], None]) -> None:
+        self._on_close = callback
+
+    def write(self, event: FeedEvent) -> None:
+        """Send the event's frame unless the reader already has it; close a reader that stopped reading."""
+        if self.closed or event.seq <= self.sent_seq:
+            return
+        protocol = self._protocol
+        if protocol is not None:
+            if protocol.state != protocol.STATE_OPEN:
+                # Closing or closed: the disconnect reaches the consumer, which detaches us.
+                self.closed = True
+                return
+            prepared = event.prepared(self.json_mode, protocol.factory)
+            if protocol._perMessageCompress is None and not protocol.send_queue:
+                # What sendPreparedMessage does, minus autobahn's debug log call, whose
+                # arguments are formatted eagerly: about 5 us per frame and reader.
+                send_now(protocol.transport, prepared.payloadHybi)
+            else:
+                protocol.sendPreparedMessage(prepared)
+            self.sent_seq = event.seq
+            self._check_backlog()
+            return
+        assert self._outbox is not None
+        self._outbox.append(event.text(self.json_mode))
+        self.sent_seq = event.seq
+        if len(self._outbox) > MAX_OUTBOX_FRAMES:
+            self.close(CLOSE_TRY_AGAIN_LATER)
+        elif self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+
+    def write_batch(self, batch: EventBatch) -> None:
+        """Send the events this reader lacks, in order, as one socket write (daphne) or one by one."""
+        events = batch.events
+        protocol = self._protocol
+        if (
+            self.closed
+            or protocol is None
+            or protocol._perMessageCompress is not None
+            or protocol.send_queue
+            or protocol.state != protocol.STATE_OPEN
+        ):
+            for event in events:
+                self.write(event)
+            return
+        if events[-1].seq <= self.sent_seq:
+            return
+        if events[0].seq > self.sent_seq:
+            data = batch.joined(self.json_mode, protocol.factory)
+        else:
+            data = b"".join(
+                event.prepared(self.json_mode, protocol.factory).payloadHybi
+                for event in events
+                if event.seq > self.sent_seq
+            )
+        send_now(protocol.transport, data)
+        self.sent_seq = events[-1].seq
+        self._check_backlog()
+
+    def backlog(self) -> int:
+        """Return the bytes (daphne) or frames (other servers) written but not yet taken by the peer."""
+        if self._protocol is not None:
+            return pending_bytes(self._protocol.transport)
+        assert self._outbox is not None
+        return len(self._outbox) + (1 if self._flusher is not None else 0)
+
+    def _check_backlog(self) -> None:
+        pending = pending_bytes(self._protocol.transport)
+        if pending > self._conf.slow_reader_max_bytes:
+            logger.info("Closing a slow reader of feed %s: %d bytes unsent", self.feed_id, pending)
+            self.close(CLOSE_TRY_AGAIN_LATER)
+        elif pending > self._conf.slow_reader_soft_bytes:
+            if self.backed_up_since is None:
+                self.backed_up_since = time.monotonic()
+        else:
+            self.backed_up_since = None
+
+    def is_stalled(self, now: float) -> bool:
+        """Return whether the reader has been backed up for longer than the slow-reader timeout."""
+        if self._protocol is not None:
+            self._check_backlog()
+        return (
+            not self.closed
+            and self.backed_up_since is not None
+            and now - self.backed_up_since > self._conf.slow_reader_timeout
+        )
+
+    async def drained(self) -> bool:
+        """Wait until the peer has taken most of what was written; return False if the reader closed.
+
+        A reader that stays backed up longer than the slow-reader timeout is closed with 1013.
+        """
+        soft = self._conf.slow_reader_soft_bytes if self._protocol is not None else 0
+        deadline = time.monotonic() + self._conf.slow_reader_timeout
+        while not self.closed and self.backlog() > soft:
+            if time.monotonic() > deadline:
+                self.close(CLOSE_TRY_AGAIN_LATER)
+                break
+            await asyncio.sleep(0.02)
+        return not self.closed
+
+    def allow_resume(self) -> bool:
+        """Count a resume request; return False when the client sends them too often."""
+        now = time.monotonic()
+        if self._resumes is None:
+            self._resumes = []
+        if len(self._resumes) == MAX_RESUMES and now - self._resumes[0] < RESUME_WINDOW:
+            return False
+        self._resumes = [*self._resumes[-(MAX_RESUMES - 1) :], now]
+        return True
+
+    def close(self, code: int, *, grace: float | None = None) -> None:
+        """Stop writing and close the socket with this code; the reader is detached at once.
+
+        ``grace``: how long the peer has to complete the close (default ``close_grace``).
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.release()
+        protocol = self._protocol
+        if protocol is not None:
+            if protocol.state == protocol.STATE_OPEN:
+                # What is queued stays queued (bounded by slow_reader_max_bytes) so a reader that
+                # wakes up still gets the close code; autobahn aborts the TCP connection if the
+                # close handshake does not complete within the grace.
+                protocol.closeHandshakeTimeout = self._conf.close_grace if grace is None else grace
+                # sendCloseFrame, not sendClose: autobahn's sendClose refuses 1012 and 1013.
+                protocol.sendCloseFrame(code=code)
+            return
+        assert self._outbox is not None
+        self._outbox.clear()
+        self._close_code = code
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+
+    def release(self) -> None:
+        """Detach from the hub and stop any replay; the socket itself is left alone."""
+        if self.catch_up is not None and self.catch_up is not _current_task():
+            self.catch_up.cancel()
+        self.catch_up = None
+        callback, self._on_close = self._on_close, None
+        if callback is not None:
+            callback(self)
+
+    async def _flush(self) -> None:
+        assert self._outbox is not None
+        try:
+            while self._outbox:
+                await self._send({"type": "websocket.send", "text": self._outbox.popleft()})
+            if self._close_code is not None:
+                await self._send({"type": "websocket.close", "code": self._close_code})
+        except Exception:
+            logger.debug("Writing to a closed socket of feed %s", self.feed_id, exc_info=True)
+            self.closed = True
+            self.release()
+        finally:
+            self._flusher = None
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None

@@ -1,0 +1,132 @@
+"""The feed socket: /ws/feeds/<slug>/ (HTML frames) and ?format=json (event envelopes).
+
+The consumer only speaks the protocol: it checks the handshake, validates client frames and
+hands the reader to the process's FeedHub, which does all delivery. It has no channel-layer
+channel of its own, and live frames never pass through it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.http import Http404
+
+from feed.models import Feed
+from feed.selectors import feed_get
+from feed.services import ReadingNotAllowed, feed_check_can_read
+from notifications.connection import Connection
+from notifications.daphne_hooks import PROTOCOL_SCOPE_KEY, forget_handshake
+from notifications.frames import CLOSE_TOO_MANY_RESUMES, CLOSE_TRY_AGAIN_LATER, BadClientFrame, parse_client_frame
+from notifications.hub import get_hub
+from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
+
+logger = logging.getLogger(__name__)
+
+
+@database_sync_to_async
+def feed_for_reader(*, slug: str, user: Any) -> Feed | None:
+    """Return the feed if this user may open its stream (the rule of the page and the API),
+    None when it does not exist or is not allowed."""
+    try:
+        feed = feed_get(slug=slug)
+        feed_check_can_read(feed=feed, user=user)
+    except (Http404, ReadingNotAllowed):
+        return None
+    return feed
+
+
+def stream_format(scope: dict[str, Any]) -> str | None:
+    """Return "html" or "json" from the query string, None for anything else."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("format", ["html"])
+    return values[0] if len(values) == 1 and values[0] in ("html", "json") else None
+
+
+class FeedConsumer(AsyncWebsocketConsumer):
+    # No per-socket channel: an alias that is not configured makes get_channel_layer() return
+    # None. The hub holds the process's one channel and joins the feed groups.
+    channel_layer_alias = "livefeed.feed-consumers-have-no-channel"
+
+    conn: Connection | None = None
+    session_watch: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # AsyncConsumer.__call__ without a channel layer, minus await_many_dispatch: with one
+        # source it only adds a task and an asyncio.wait per message (about 1.5 KB per socket).
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            # Also on cancellation (daphne's shutdown, a stuck close): leave the hub.
+            if self.conn is not None:
+                self.conn.release()
+            if self.session_watch is not None:
+                self.session_watch.cancel()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # channels 4.2+ awaits aclose_old_connections() (a thread hop) before every handler;
+        # this consumer touches the database only through database_sync_to_async, which
+        # closes stale connections itself, so the hop is skipped.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def connect(self) -> None:
+        mode = stream_format(self.scope)
+        feed = None
+        if mode is not None:
+            feed = await feed_for_reader(slug=self.scope["url_route"]["kwargs"]["slug"], user=self.scope.get("user"))
+        if feed is None:
+            await self.close()  # before accept: the handshake is refused (HTTP 403)
+            return
+        hub = get_hub()
+        self.conn = Connection(
+            feed_id=feed.pk,
+            json_mode=mode == "json",
+            send=self.base_send,
+            protocol=self.scope.get(PROTOCOL_SCOPE_KEY),
+            conf=hub.conf,
+        )
+        await self.accept()
+        if self.conn.protocol is not None:
+            forget_handshake(self.conn.protocol)
+        try:
+            await hub.attach(self.conn)
+        except Exception:
+            # The database or the layer is away: 1013 makes clients retry (daphne's 1011 would not).
+            logger.warning("Could not open feed %s for a reader; asking it to retry", feed.pk, exc_info=True)
+            self.conn.close(CLOSE_TRY_AGAIN_LATER)
+            return
+        if not feed.allow_anonymous:
+            # Members-only: the stream ends when the session that opened it does.
+            conn = self.conn
+            self.session_watch = session_watch_start(scope=self.scope, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        try:
+            resume = parse_client_frame(text=text_data, data=bytes_data)
+        except BadClientFrame as exc:
+            conn.close(exc.code)
+            return
+        if not conn.allow_resume():
+            conn.close(CLOSE_TOO_MANY_RESUMES)
+            return
+        get_hub().resume(conn, resume.after)
+
+    async def disconnect(self, code: int) -> None:
+        if self.conn is not None:
+            self.conn.release()

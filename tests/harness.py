@@ -1,0 +1,673 @@
+"""Real processes for tests that need more than one server: Redis, daphne instances, readers.
+
+Stable API (used by ``tests.test_multi_instance`` and the browser tests):
+
+``free_port() -> int``
+    A free TCP port on 127.0.0.1.
+
+``RedisServer()``
+    A throwaway ``redis-server`` on a free loopback port, no persistence.
+    ``start()``, ``stop()`` (SIGTERM, waits), ``restart()`` (stop, then start again on the
+    same port, empty), ``running``, ``port``, ``url`` (``redis://127.0.0.1:<port>/0``),
+    ``command(*args) -> bytes`` (first reply line, e.g. ``b":2"``), ``log() -> str``.
+    Never touches the shared server at 6379.
+
+``DaphneInstance(name, *, redis_url, database_url, env=None)``
+    A real ``daphne livefeed.asgi:application`` process on a free loopback port, with
+    ``REDIS_URL``, ``DATABASE_URL``, ``DEBUG=1``, ``SECRET_KEY``, ``FEED_POST_RATE=off`` and
+    ``ALLOWED_HOSTS`` set (``env`` adds or overrides variables). ``start()`` (keeps its port
+    across restarts), ``wait_ready(timeout)``, ``kill()`` (SIGKILL, waits), ``terminate()``
+    (SIGTERM, returns at once), ``wait_exit(timeout) -> returncode``, ``stop()`` (whatever it
+    takes), ``running``, ``pid``, ``port``, ``origin``, ``http_url(path)``,
+    ``ws_url(slug, json=False)``, ``rss() -> bytes``, ``log(tail) -> str``, and
+    ``log_offset()`` / ``log_since(offset)`` for what it wrote in between.
+
+``subprocess_database_url() -> str``
+    The ``DATABASE_URL`` of the database this (test) process uses: the test runner's SQLite
+    file or PostgreSQL database once it has been set up.
+
+``post_comment(instance, slug, *, author, body, headers=None, timeout=30) -> (status, json)``
+    ``POST /api/feeds/<slug>/comments/`` on one instance.
+
+``FeedReader(instance, slug, *, json=True)``
+    A real WebSocket client (``websockets``, sync API) of ``/ws/feeds/<slug>/``; a background
+    thread collects every frame. ``connect(resume_after=None)`` (sends
+    ``{"type": "resume", "after": n}`` when given), ``seqs`` (comment seqs in arrival order,
+    JSON envelopes or HTML ``data-seq``), ``frames``, ``last_seq``, ``close_code``,
+    ``closed`` (an Event), ``wait_for_seq(seq, timeout)``, ``wait_closed(timeout)``,
+    ``wait_until(predicate, timeout, what)``, ``close()``.
+
+``StalledReader(instance, slug)``
+    A raw-socket WebSocket client with a tiny receive buffer that sends ``resume`` and then
+    reads nothing until ``drain()``, which reads what is left and returns
+    ``(seqs, close_code)``.
+
+``MultiInstanceTestCase(TransactionTestCase)``
+    Starts ``cls.redis`` (a ``RedisServer``) and ``cls.instances`` (``instance_count``
+    ``DaphneInstance`` objects, env from ``instance_env``) once per class, on the test database;
+    ``setUp`` restarts whatever a previous test stopped. Helpers: ``make_feed(slug)``,
+    ``reader(instance, slug, json=True, resume_after=0)`` (closed at test end),
+    ``stalled_reader(instance, slug)``, ``post(instance, slug, body, author=...)`` (asserts
+    201), ``post_many([(instance, count), ...], slug, body=None)`` (one thread per pair),
+    ``assertExactlyOnceInOrder(reader_or_seqs, expected)``, ``diagnostics()`` (logs of every
+    process, for failure messages).
+
+Child processes die with the test process (PR_SET_PDEATHSIG); start them from the main thread.
+"""
+from __future__ import annotations
+
+import base64
+import ctypes
+import json as jsonlib
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+from django.conf import settings
+from django.db import connection
+from django.test import TransactionTestCase
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+BASE_DIR = Path(settings.BASE_DIR)
+SEQ_IN_HTML = re.compile(r'<article\b[^>]*\bdata-seq="(\d+)"')
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not glibc Linux: children are still stopped by tearDownClass
+    _LIBC = None
+
+
+def _die_with_parent() -> None:
+    # Linux: the child gets SIGKILL when the thread that started it exits, so a crashed
+    # or interrupted test run leaves no daphne or redis-server behind. libc is loaded
+    # before the fork: the child runs no loader code that another thread might have locked.
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Return predicate()'s first truthy value, polling until `timeout` s; else AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class _Process:
+    """A child process whose output goes to a log file that outlives restarts."""
+
+    name = "process"
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix=f"livefeed-{self.name}-", suffix=".log", delete=False)
+        self.log_path = Path(self._log.name)
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running")
+        self._log.write(f"\n--- start {' '.join(argv)}\n".encode())
+        self._log.flush()
+        self.process = subprocess.Popen(
+            argv, cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} was never started"
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL the process and wait for it to be gone."""
+        if self.running:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait(timeout=10)
+
+    def terminate(self) -> None:
+        """Send SIGTERM and return at once (see wait_exit)."""
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Return the exit status once the process has exited; raise TimeoutExpired after `timeout`."""
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self, grace: float = 10) -> None:
+        """Stop the process: SIGTERM, then SIGKILL after `grace` s."""
+        if not self.running:
+            return
+        self.terminate()
+        try:
+            self.wait_exit(grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def rss(self) -> int:
+        """Return the resident set size of the process, in bytes."""
+        return psutil.Process(self.pid).memory_info().rss
+
+    def log(self, tail: int = 6000) -> str:
+        """Return the end of the process's output (all of its runs)."""
+        text = self.log_path.read_text(errors="replace")
+        return text[-tail:]
+
+    def log_offset(self) -> int:
+        """Return the log's current length, to read only what comes after with log_since()."""
+        return self.log_path.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        """Return the output written after log_offset() returned `offset`."""
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
+    def close_log(self) -> None:
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+class RedisServer(_Process):
+    """A throwaway redis-server on a free loopback port, without persistence."""
+
+    name = "redis"
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__()
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10) -> None:
+        """Start the server (empty) and wait until it answers PING."""
+        self._spawn([
+            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
+        ])
+        wait_until(self.ping, timeout, f"redis-server on port {self.port}\n{self.log()}", interval=0.05)
+
+    def ping(self) -> bool:
+        """Return whether the server answers PING."""
+        if not self.running:
+            raise AssertionError(f"redis-server exited:\n{self.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *args: str) -> bytes:
+        """Send one command and return the raw first line of the reply (e.g. b":2" for an integer)."""
+        request = f"*{len(args)}\r\n" + "".join(f"${len(arg.encode())}\r\n{arg}\r\n" for arg in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(request.encode())
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply.split(b"\r\n", 1)[0]
+
+    def restart(self) -> None:
+        """Stop the server and start an empty one on the same port."""
+        self.stop()
+        self.start()
+
+
+def subprocess_database_url() -> str:
+    """Return a DATABASE_URL for the database this process uses now (the test database in tests)."""
+    db = connection.settings_dict
+    engine = db["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        name = str(db["NAME"])
+        if name == ":memory:" or name.startswith("file:"):
+            raise RuntimeError("other processes cannot open an in-memory SQLite test database")
+        return f"sqlite:///{Path(name).resolve()}"
+    if engine in {"django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"}:
+        user = urllib.parse.quote(db.get("USER") or "", safe="")
+        password = urllib.parse.quote(db.get("PASSWORD") or "", safe="")
+        credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+        host = db.get("HOST") or "127.0.0.1"
+        port = f":{db['PORT']}" if db.get("PORT") else ""
+        return f"postgres://{credentials}{host}{port}/{urllib.parse.quote(str(db['NAME']), safe='')}"
+    raise RuntimeError(f"no DATABASE_URL for engine {engine}")
+
+
+class DaphneInstance(_Process):
+    """A real daphne process serving livefeed.asgi:application on a free loopback port."""
+
+    def __init__(self, name: str, *, redis_url: str, database_url: str, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        super().__init__()
+        self.port = free_port()
+        self.env = {
+            **{key: value for key, value in os.environ.items() if "PROXY" not in key.upper()},
+            "DJANGO_SETTINGS_MODULE": "livefeed.settings",
+            "PYTHONUNBUFFERED": "1",
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "DEBUG": "1",
+            "SECRET_KEY": "multi-instance-test-secret-key-not-for-production",
+            "FEED_POST_RATE": "off",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "LOG_LEVEL": "INFO",
+            **(env or {}),
+        }
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def http_url(self, path: str) -> str:
+        return f"{self.origin}{path}"
+
+    def ws_url(self, slug: str, json: bool = False) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/feeds/{slug}/" + ("?format=json" if json else "")
+
+    def start(self) -> None:
+        """Start daphne on this instance's port (the same one across restarts); see wait_ready."""
+        self._spawn(
+            [
+                sys.executable, "-m", "daphne", "-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
+                "livefeed.asgi:application",
+            ],
+            env=self.env,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until the instance answers HTTP; raise with its log if it exits or never answers."""
+
+        def answers() -> bool:
+            if not self.running:
+                raise AssertionError(f"daphne {self.name} exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with NO_PROXY.open(self.http_url("/api/feeds/"), timeout=2) as response:
+                    return response.status < 500
+            except urllib.error.HTTPError as error:
+                return error.code < 500
+            except OSError:
+                return False
+
+        wait_until(answers, timeout, f"daphne {self.name} on port {self.port} to answer", interval=0.1)
+
+
+def post_comment(
+    instance: DaphneInstance, slug: str, *, author: str, body: str,
+    headers: dict[str, str] | None = None, timeout: float = 30,
+) -> tuple[int, Any]:
+    """POST a comment through an instance's JSON API; return (status, decoded JSON body or text)."""
+    request = urllib.request.Request(
+        instance.http_url(f"/api/feeds/{slug}/comments/"),
+        data=jsonlib.dumps({"author": author, "body": body}).encode(),
+        headers={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
+        method="POST",
+    )
+    try:
+        with NO_PROXY.open(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, jsonlib.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def comment_seqs(frame: str | bytes) -> list[int]:
+    """Return the comment seqs a frame carries: a JSON envelope's seq, or HTML articles' data-seq."""
+    if isinstance(frame, bytes):
+        frame = frame.decode(errors="replace")
+    text = frame.lstrip()
+    if text.startswith("{"):
+        try:
+            event = jsonlib.loads(text)
+        except ValueError:
+            return []
+        return [int(event["seq"])] if event.get("type") == "comment.created" else []
+    return [int(seq) for seq in SEQ_IN_HTML.findall(text)]
+
+
+class FeedReader:
+    """A WebSocket reader of one feed on one instance; a background thread collects frames."""
+
+    def __init__(self, instance: DaphneInstance, slug: str, *, json: bool = True) -> None:
+        self.instance = instance
+        self.slug = slug
+        self.json = json
+        self.url = instance.ws_url(slug, json=json)
+        self.frames: list[str] = []
+        self.seqs: list[int] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each seq's arrival
+        self.closed = threading.Event()
+        self.close_code: int | None = None
+        self._connection: ClientConnection | None = None
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<FeedReader {self.instance.name} {'json' if self.json else 'html'} {self.slug} last={self.last_seq}>"
+
+    @property
+    def last_seq(self) -> int:
+        return self.seqs[-1] if self.seqs else 0
+
+    def connect(self, resume_after: int | None = None, timeout: float = 20) -> FeedReader:
+        """Open the socket and start collecting; send resume first when `resume_after` is given."""
+        self._connection = connect(
+            self.url, origin=self.instance.origin, open_timeout=timeout, proxy=None,
+            compression=None, max_size=None, ping_interval=None, close_timeout=5,
+        )
+        if resume_after is not None:
+            self.send({"type": "resume", "after": resume_after})
+        self._thread = threading.Thread(target=self._collect, name=f"reader-{self.instance.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self._connection is not None
+        self._connection.send(jsonlib.dumps(message))
+
+    def _collect(self) -> None:
+        connection_ = self._connection
+        try:
+            for frame in connection_:
+                seqs = comment_seqs(frame)
+                now = time.monotonic()
+                with self._changed:
+                    self.frames.append(frame if isinstance(frame, str) else frame.decode(errors="replace"))
+                    self.seqs.extend(seqs)
+                    self.arrivals.extend(now for _ in seqs)
+                    self._changed.notify_all()
+        except ConnectionClosed:
+            pass
+        finally:
+            with self._changed:
+                self.close_code = connection_.close_code if connection_.close_code is not None else 1006
+                self.closed.set()
+                self._changed.notify_all()
+
+    def wait_until(self, predicate: Callable[[FeedReader], bool], timeout: float, what: str) -> None:
+        """Wait until predicate(self) holds; AssertionError naming `what` after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"{self!r}: timed out after {timeout:.1f}s waiting for {what}; "
+                        f"got {len(self.seqs)} seqs: {_summarise(self.seqs)}; close code {self.close_code}"
+                    )
+                self._changed.wait(min(remaining, 0.5))
+
+    def wait_for_seq(self, seq: int, timeout: float = 20) -> None:
+        """Wait until a comment with seq >= `seq` has arrived."""
+        self.wait_until(lambda reader: reader.last_seq >= seq, timeout, f"seq {seq}")
+
+    def wait_closed(self, timeout: float = 20) -> int:
+        """Wait until the server closed the connection; return the close code (1006: no close frame)."""
+        self.wait_until(lambda reader: reader.closed.is_set(), timeout, "the connection to close")
+        return self.close_code  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def _summarise(seqs: list[int]) -> str:
+    if len(seqs) <= 40:
+        return str(seqs)
+    return f"{seqs[:20]} ... {seqs[-20:]}"
+
+
+class StalledReader:
+    """A raw WebSocket client with a tiny receive buffer that stops reading after `resume`.
+
+    The server sees it as a reader whose socket never drains. ``drain()`` then reads everything
+    that is left, up to the close frame or EOF, and returns (seqs, close_code or None).
+    """
+
+    def __init__(self, instance: DaphneInstance, slug: str, *, json: bool = False, rcvbuf: int = 4096) -> None:
+        self.instance = instance
+        self.path = f"/ws/feeds/{slug}/" + ("?format=json" if json else "")
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self._buffer = b""
+
+    def connect(self, resume_after: int = 0, timeout: float = 20) -> StalledReader:
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", self.instance.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.instance.port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\nOrigin: {self.instance.origin}\r\n\r\n"
+            ).encode()
+        )
+        while b"\r\n\r\n" not in self._buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise AssertionError(f"handshake refused: {self._buffer!r}")
+            self._buffer += chunk
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise AssertionError(f"handshake refused: {head!r}")
+        payload = jsonlib.dumps({"type": "resume", "after": resume_after}).encode()
+        mask = os.urandom(4)
+        header = bytes([0x81, 0x80 | len(payload)]) if len(payload) < 126 else bytes([0x81, 0xFE]) + struct.pack("!H", len(payload))
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        return self
+
+    def drain(self, timeout: float = 30) -> tuple[list[int], int | None]:
+        """Read up to the close frame or EOF; return the comment seqs and the close code."""
+        self.sock.settimeout(timeout)
+        data = self._buffer
+        seqs: list[int] = []
+        message = b""
+        while True:
+            frame = _parse_frame(data)
+            if frame is None:
+                try:
+                    chunk = self.sock.recv(1 << 16)
+                except (ConnectionResetError, TimeoutError, socket.timeout):
+                    chunk = b""
+                if not chunk:
+                    return seqs, None
+                data += chunk
+                continue
+            opcode, fin, payload, data = frame
+            if opcode == 0x8:
+                return seqs, struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            if opcode in (0x1, 0x2, 0x0):
+                message += payload
+                if fin:
+                    seqs.extend(comment_seqs(message))
+                    message = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _parse_frame(data: bytes) -> tuple[int, bool, bytes, bytes] | None:
+    """Parse one unmasked server frame: (opcode, fin, payload, rest), or None if incomplete."""
+    if len(data) < 2:
+        return None
+    fin, opcode, length, offset = bool(data[0] & 0x80), data[0] & 0x0F, data[1] & 0x7F, 2
+    if length == 126:
+        if len(data) < 4:
+            return None
+        length, offset = struct.unpack("!H", data[2:4])[0], 4
+    elif length == 127:
+        if len(data) < 10:
+            return None
+        length, offset = struct.unpack("!Q", data[2:10])[0], 10
+    if len(data) < offset + length:
+        return None
+    return opcode, fin, data[offset:offset + length], data[offset + length:]
+
+
+class MultiInstanceTestCase(TransactionTestCase):
+    """Real daphne instances on one throwaway Redis and the test database, shared by a class."""
+
+    instance_count = 2
+    instance_env: dict[str, str] = {}
+    redis: RedisServer
+    instances: list[DaphneInstance]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.redis = RedisServer()
+        cls.instances = []
+        try:
+            cls.redis.start()
+            database_url = subprocess_database_url()
+            for index in range(cls.instance_count):
+                cls.instances.append(
+                    DaphneInstance(chr(ord("A") + index), redis_url=cls.redis.url, database_url=database_url, env=cls.instance_env)
+                )
+            for instance in cls.instances:
+                instance.start()
+            for instance in cls.instances:
+                instance.wait_ready()
+        except BaseException:
+            cls._stop_processes()
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        # Before the runner drops the test database: PostgreSQL refuses while they are connected.
+        cls._stop_processes()
+        super().tearDownClass()
+
+    @classmethod
+    def _stop_processes(cls) -> None:
+        for process in [*getattr(cls, "instances", []), getattr(cls, "redis", None)]:
+            if process is not None:
+                process.kill()
+                process.close_log()
+
+    def setUp(self) -> None:
+        super().setUp()
+        self._readers: list[FeedReader | StalledReader] = []
+        self.addCleanup(self._close_readers)
+        if not self.redis.running:
+            self.redis.start()
+        stopped = [instance for instance in self.instances if not instance.running]
+        for instance in stopped:
+            instance.start()
+        for instance in stopped:
+            instance.wait_ready()
+
+    def _close_readers(self) -> None:
+        for reader in self._readers:
+            reader.close()
+
+    def make_feed(self, slug: str, title: str = "Multi-instance test feed") -> Any:
+        """Create a feed that takes anonymous posts (TransactionTestCase flushes the demo feed)."""
+        from feed.models import Feed
+
+        return Feed.objects.create(slug=slug, title=title, allow_anonymous=True)
+
+    def reader(self, instance: DaphneInstance, slug: str, *, json: bool = True, resume_after: int | None = 0) -> FeedReader:
+        """Return a connected FeedReader that sent resume (after 0 by default); closed at test end."""
+        reader = FeedReader(instance, slug, json=json)
+        self._readers.append(reader)
+        return reader.connect(resume_after=resume_after)
+
+    def stalled_reader(self, instance: DaphneInstance, slug: str, *, json: bool = False) -> StalledReader:
+        reader = StalledReader(instance, slug, json=json)
+        self._readers.append(reader)
+        return reader.connect()
+
+    def post(self, instance: DaphneInstance, slug: str, body: str, author: str = "tester") -> dict[str, Any]:
+        """Post through an instance's API; assert 201 and return the comment."""
+        status, data = post_comment(instance, slug, author=author, body=body)
+        self.assertEqual(status, 201, f"POST via {instance.name} answered {status}: {data}\n{self.diagnostics()}")
+        return data
+
+    def post_many(self, targets: Iterable[tuple[DaphneInstance, int]], slug: str, body: Callable[[str, int], str] | None = None) -> list[dict[str, Any]]:
+        """Post concurrently: one poster thread per (instance, count); return every created comment."""
+        created: list[dict[str, Any]] = []
+        failures: list[str] = []
+        lock = threading.Lock()
+
+        def poster(number: int, instance: DaphneInstance, count: int) -> None:
+            for index in range(count):
+                text = body(f"p{number}", index) if body else f"poster {number} comment {index}"
+                try:
+                    status, data = post_comment(instance, slug, author=f"poster{number}", body=text)
+                except OSError as error:
+                    status, data = 0, repr(error)
+                with lock:
+                    if status == 201:
+                        created.append(data)
+                    else:
+                        failures.append(f"poster {number} via {instance.name}: {status} {data}")
+
+        threads = [threading.Thread(target=poster, args=(number, instance, count)) for number, (instance, count) in enumerate(targets)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(failures, [], self.diagnostics())
+        return created
+
+    def assertExactlyOnceInOrder(self, reader: FeedReader | list[int], expected: list[int], msg: str = "") -> None:
+        """Assert the seqs received are exactly `expected`: each once, in order, nothing else."""
+        seqs = reader.seqs if isinstance(reader, FeedReader) else reader
+        if seqs == expected:
+            return
+        duplicates = sorted({seq for seq in seqs if seqs.count(seq) > 1})
+        missing = sorted(set(expected) - set(seqs))
+        out_of_order = [b for a, b in zip(seqs, seqs[1:]) if b <= a]
+        self.fail(
+            f"{msg} {reader!r}: expected seqs {_summarise(expected)}, got {len(seqs)}: {_summarise(seqs)}; "
+            f"missing {_summarise(missing)}; duplicated {duplicates[:40]}; out of order at {out_of_order[:40]}"
+        )
+
+    def diagnostics(self) -> str:
+        """Return the end of every process's log, for failure messages."""
+        parts = [f"--- {process.name} (port {process.port}) log:\n{process.log(3000)}" for process in [*self.instances, self.redis]]
+        return "\n".join(parts)

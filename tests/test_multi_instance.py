@@ -1,0 +1,258 @@
+"""Several real daphne instances on one Redis and one database behave as one service.
+
+Every test checks the contract's per-connection guarantee precisely: each reader receives
+every comment exactly once, in seq order, across faults (a killed instance, Redis restarted
+empty, a stalled reader, events dropped by the channel layer, SIGTERM).
+"""
+import json
+import subprocess
+import threading
+import time
+
+from feed.models import Comment
+from tests.harness import MultiInstanceTestCase, post_comment, wait_until
+
+DELIVERY_TIMEOUT = 20  # generous for a loaded 2-core machine; tighter limits are asserted on measured times
+STALLED_READERS = 3
+MAX_STALL_POSTS = 1200
+RSS_GROWTH_LIMIT = 40 * 2**20
+SHUTDOWN_GRACE = 3  # seconds daphne gives open sockets to complete the 1012 close
+
+
+class MultiInstanceTestMixin:
+    def assertEveryReaderGetsAll(self, readers, last_seq, via, timeout=DELIVERY_TIMEOUT, histories=None):
+        """Wait until every reader has `last_seq`, post a sentinel and assert 1..sentinel exactly once, in order.
+
+        The sentinel flushes the connections: frames arrive in the order they were sent, so once
+        it is in, every duplicate or stray frame sent before it is in the assertion too.
+        `histories` maps a reader to the seqs an earlier connection of the same client received.
+        """
+        histories = histories or {}
+        for reader in readers:
+            reader.wait_for_seq(last_seq, timeout)
+        sentinel = self.post(via, self.slug, "sentinel")["seq"]
+        self.assertEqual(sentinel, last_seq + 1)
+        for reader in readers:
+            reader.wait_for_seq(sentinel, timeout)
+        for reader in readers:
+            self.assertExactlyOnceInOrder(histories.get(reader, []) + reader.seqs, list(range(1, sentinel + 1)), repr(reader))
+
+
+class Poster(threading.Thread):
+    """Post `count` comments through one instance in the background, each answer checked for 201."""
+
+    def __init__(self, test, instance, count, pause=0.0):
+        super().__init__(daemon=True)
+        self.test, self.instance, self.count, self.pause = test, instance, count, pause
+        self.failures = []
+        self.created = []
+
+    def run(self):
+        for index in range(self.count):
+            status, data = post_comment(self.instance, self.test.slug, author="background", body=f"during fault {index}")
+            (self.created if status == 201 else self.failures).append(data if status == 201 else (status, data))
+            time.sleep(self.pause)  # paces the posts across the fault; not a synchronisation
+
+
+class MultiInstanceDeliveryTests(MultiInstanceTestMixin, MultiInstanceTestCase):
+    """Two daphne instances, A and B, on one throwaway Redis and the test database."""
+
+    instance_env = {"WS_SHUTDOWN_GRACE": str(SHUTDOWN_GRACE)}
+
+    def setUp(self):
+        super().setUp()
+        self.slug = f"multi-{self._testMethodName[5:40].replace('_', '-')}"
+        self.feed = self.make_feed(self.slug)
+        self.a, self.b = self.instances
+
+    def test_comment_posted_on_one_instance_reaches_readers_on_every_instance_in_both_modes(self):
+        """A comment posted through A's API reaches JSON and HTML readers on A and on B, and vice versa."""
+        readers = [self.reader(instance, self.slug, json=json) for instance in (self.a, self.b) for json in (True, False)]
+
+        first = self.post(self.a, self.slug, "Hello from A <b>bold?</b>", author="Ann")
+        second = self.post(self.b, self.slug, "Hello from B", author="Bob")
+
+        self.assertEqual((first["seq"], second["seq"]), (1, 2))
+        self.assertEveryReaderGetsAll(readers, 2, via=self.a)
+        json_reader_on_b, html_reader_on_b = readers[2], readers[3]
+        envelope = json.loads(json_reader_on_b.frames[0])
+        self.assertEqual(
+            envelope, {"type": "comment.created", "v": 1, "feed": self.slug, "seq": 1, "data": first}
+        )
+        html = html_reader_on_b.frames[0]
+        self.assertIn(f'id="comment-{first["id"]}"', html)
+        self.assertIn('data-seq="1"', html)
+        self.assertIn("Hello from A &lt;b&gt;bold?&lt;/b&gt;", html)
+        self.assertNotIn("<b>bold", html)
+
+    def test_concurrent_posters_on_both_instances_reach_every_reader_exactly_once_in_order(self):
+        """4 posters x 50 comments through A and B at once: every reader gets all 200 once, in seq order."""
+        readers = [self.reader(instance, self.slug, json=json) for instance in (self.a, self.b) for json in (True, False)]
+
+        created = self.post_many([(self.a, 50), (self.b, 50), (self.a, 50), (self.b, 50)], self.slug)
+
+        self.assertEqual(sorted(comment["seq"] for comment in created), list(range(1, 201)))
+        self.assertEveryReaderGetsAll(readers, 200, via=self.b)
+
+    def test_readers_of_a_killed_instance_resume_on_the_other_without_loss(self):
+        """SIGKILL on A: its readers reconnect to B with resume and get everything posted meanwhile."""
+        on_a = [self.reader(self.a, self.slug, json=True), self.reader(self.a, self.slug, json=False)]
+        on_b = self.reader(self.b, self.slug, json=True)
+        for index in range(5):
+            self.post(self.a, self.slug, f"before the kill {index}")
+        for reader in [*on_a, on_b]:
+            reader.wait_for_seq(5, DELIVERY_TIMEOUT)
+        poster = Poster(self, self.b, 30, pause=0.02)
+        poster.start()
+        wait_until(lambda: len(poster.created) >= 5, DELIVERY_TIMEOUT, "posts through B to start")
+
+        self.a.kill()
+
+        for reader in on_a:
+            self.assertNotEqual(reader.wait_closed(10), 1000, "a killed server cannot close cleanly")
+        resumed = {}
+        for reader in on_a:
+            again = self.reader(self.b, self.slug, json=reader.json, resume_after=reader.last_seq)
+            resumed[again] = reader.seqs
+        poster.join(60)
+        self.assertEqual(poster.failures, [])
+        self.assertEveryReaderGetsAll([*resumed, on_b], 35, via=self.b, histories=resumed)
+        self.assertFalse(on_b.closed.is_set(), "B's reader was disconnected")
+
+    def test_readers_get_comments_posted_while_redis_was_down_once_it_is_back_empty(self):
+        """Redis down: posts still succeed; Redis back empty: connected readers catch up within 10 s, then live."""
+        readers = [self.reader(instance, self.slug, json=json) for instance in (self.a, self.b) for json in (True, False)]
+        for index in range(3):
+            self.post(self.a, self.slug, f"before the outage {index}")
+        for reader in readers:
+            reader.wait_for_seq(3, DELIVERY_TIMEOUT)
+
+        self.redis.stop()
+        for index in range(10):
+            self.post((self.a, self.b)[index % 2], self.slug, f"during the outage {index}")
+        self.assertEqual(Comment.objects.filter(feed=self.feed).count(), 13)
+        self.redis.start()
+        back = time.monotonic()
+
+        for reader in readers:
+            reader.wait_for_seq(13, timeout=max(0.1, back + 10 - time.monotonic()))
+        self.assertEqual([reader for reader in readers if reader.closed.is_set()], [], "readers were disconnected")
+        # The empty Redis forgot the core layer's group; both instances join it again.
+        group = f"asgi:group:feed.{self.feed.pk}"
+        wait_until(lambda: self.redis.command("ZCARD", group) == b":2", 10, f"A and B back in {group}")
+        # Live again: each new comment reaches every reader promptly, without waiting for a catch-up.
+        for index in range(3):
+            comment = self.post((self.b, self.a)[index % 2], self.slug, f"after the outage {index}")
+            posted = time.monotonic()
+            for reader in readers:
+                reader.wait_for_seq(comment["seq"], DELIVERY_TIMEOUT)
+                self.assertLess(reader.arrivals[-1] - posted, 3.0, f"{reader!r} got seq {comment['seq']} late")
+        self.assertEveryReaderGetsAll(readers, 16, via=self.a)
+        self.assertEqual([reader for reader in readers if reader.closed.is_set()], [], "readers were disconnected")
+
+    def test_reader_that_stops_reading_is_closed_with_1013_and_resumes_without_loss(self):
+        """Stalled readers are closed with 1013 while A's memory stays bounded and others keep pace; they resume losslessly."""
+        normal = [self.reader(self.a, self.slug, json=False), self.reader(self.b, self.slug, json=True)]
+        stalled = [self.stalled_reader(self.a, self.slug) for _ in range(STALLED_READERS)]
+        rss_before = self.a.rss()
+        # '&' is escaped to '&amp;': each HTML frame is ~10 KB, so a stalled socket fills the
+        # kernel's buffers (a few MB on loopback) and then the server's 1 MB limit.
+        body = lambda poster, index: f"{poster}-{index} " + "&" * 1980  # noqa: E731
+        start = self.a.log_offset()
+
+        def closes():  # the server logs each slow-reader close (byte limit, or backed up too long)
+            log = self.a.log_since(start)
+            return log.count("Closing a slow reader") + log.count("that stopped reading")
+
+        posted, lags, peak_rss = 0, [], rss_before
+        while closes() < STALLED_READERS and posted < MAX_STALL_POSTS:
+            self.post_many([(self.a, 10), (self.b, 10), (self.a, 10), (self.b, 10)], self.slug, body=body)
+            posted += 40
+            done = time.monotonic()
+            for reader in normal:
+                reader.wait_for_seq(posted, DELIVERY_TIMEOUT)
+                lags.append(reader.arrivals[-1] - done)
+            peak_rss = max(peak_rss, self.a.rss())
+        self.assertGreaterEqual(closes(), STALLED_READERS, f"after {posted} posts\n{self.diagnostics()}")
+
+        # The server keeps a closed reader's queue only for its close grace, so wake up now.
+        results = [None] * len(stalled)
+
+        def drain(index):
+            results[index] = stalled[index].drain(timeout=20)
+
+        threads = [threading.Thread(target=drain, args=(index,)) for index in range(len(stalled))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        peak_rss = max(peak_rss, self.a.rss())
+
+        for seqs, code in results:
+            self.assertEqual(code, 1013, f"close code after seqs {seqs[-3:]}")
+            self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+            self.assertLess(len(seqs), posted, "a stalled reader got everything: it was never behind")
+        self.assertLess(max(lags), 5.0, f"other readers were slowed: lags {lags}")
+        growth = peak_rss - rss_before
+        self.assertLess(growth, RSS_GROWTH_LIMIT, f"A grew by {growth / 2**20:.1f} MB for {posted} posts")
+        resumed = {}
+        for index, (seqs, _) in enumerate(results):
+            again = self.reader((self.a, self.b)[index % 2], self.slug, json=False, resume_after=seqs[-1] if seqs else 0)
+            resumed[again] = seqs
+        self.assertEveryReaderGetsAll([*resumed, *normal], posted, via=self.a, histories=resumed)
+
+    def test_sigterm_closes_readers_with_1012_and_the_instance_exits_in_its_grace_period(self):
+        """SIGTERM on A: A's readers get close code 1012 (service restart) and A exits promptly."""
+        on_a = [self.reader(self.a, self.slug, json=True), self.reader(self.a, self.slug, json=False)]
+        on_b = self.reader(self.b, self.slug, json=True)
+        for index in range(3):
+            self.post(self.b, self.slug, f"before SIGTERM {index}")
+        for reader in [*on_a, on_b]:
+            reader.wait_for_seq(3, DELIVERY_TIMEOUT)
+
+        started = time.monotonic()
+        self.a.terminate()
+
+        for reader in on_a:
+            self.assertEqual(reader.wait_closed(10), 1012, self.diagnostics())
+        try:
+            self.a.wait_exit(timeout=SHUTDOWN_GRACE + 10)
+        except subprocess.TimeoutExpired:
+            self.fail(f"A still runs {SHUTDOWN_GRACE + 10} s after SIGTERM\n{self.diagnostics()}")
+        exited_after = time.monotonic() - started
+        # The grace, plus what an exiting Python process needs on a busy machine.
+        self.assertLess(exited_after, SHUTDOWN_GRACE + 2, f"A exited {exited_after:.1f} s after SIGTERM")
+        self.post(self.b, self.slug, "after SIGTERM")
+        resumed = {}
+        for reader in on_a:
+            again = self.reader(self.b, self.slug, json=reader.json, resume_after=reader.last_seq)
+            resumed[again] = reader.seqs
+        self.assertEveryReaderGetsAll([*resumed, on_b], 4, via=self.b, histories=resumed)
+
+
+class DroppedEventsTests(MultiInstanceTestMixin, MultiInstanceTestCase):
+    """Instances whose channel layer holds one message per channel: a burst overflows it."""
+
+    instance_env = {"CHANNEL_LAYER_CAPACITY": "1"}
+
+    def setUp(self):
+        super().setUp()
+        self.slug = "dropped-events"
+        self.feed = self.make_feed(self.slug)
+
+    def test_events_dropped_by_the_channel_layer_are_filled_from_the_database(self):
+        """A burst over the layer's capacity loses live events; every reader still gets all, once, in order."""
+        a, b = self.instances
+        readers = [self.reader(instance, self.slug, json=json) for instance in (a, b) for json in (True, False)]
+
+        self.post_many([(a, 25), (b, 25), (a, 25), (b, 25)], self.slug)
+
+        # The tail of the burst counts too: nothing after it would reveal a gap by itself.
+        for reader in readers:
+            reader.wait_for_seq(100, DELIVERY_TIMEOUT)
+        self.assertEveryReaderGetsAll(readers, 100, via=a)
+        # channels_redis logs each group_send that found a channel full: the burst did lose live events.
+        self.assertTrue(
+            any("over capacity" in instance.log_since(0) for instance in self.instances),
+            f"the channel layer dropped nothing, so the fill from the database went untested\n{self.diagnostics()}",
+        )

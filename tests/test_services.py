@@ -1,0 +1,206 @@
+"""comment_create: validation, permissions, gap-free seq under concurrency, publishing on commit."""
+import asyncio
+import threading
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.test import TestCase, TransactionTestCase
+
+from feed.models import AUTHOR_MAX_LENGTH, BODY_MAX_LENGTH, Comment, Feed
+from feed.services import PostingNotAllowed, comment_create
+from notifications.events import feed_group_name
+
+
+class _Rollback(Exception):
+    pass
+
+
+class _GroupListener:
+    """A channel subscribed to a feed's group on the (in-process) channel layer."""
+
+    def __init__(self, feed):
+        self.layer = get_channel_layer()
+        self.channel = async_to_sync(self.layer.new_channel)()
+        async_to_sync(self.layer.group_add)(feed_group_name(feed.pk), self.channel)
+
+    def received(self):
+        """Return the messages already delivered to the channel (publishing is synchronous)."""
+
+        async def drain():
+            messages = []
+            while True:
+                try:
+                    messages.append(await asyncio.wait_for(self.layer.receive(self.channel), timeout=0.05))
+                except asyncio.TimeoutError:
+                    return messages
+
+        return async_to_sync(drain)()
+
+
+class CommentCreateTests(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        cls.feed = Feed.objects.create(slug="open", title="Open", allow_anonymous=True)
+
+    def test_comments_are_numbered_from_one_in_order(self):
+        """Each feed numbers its comments 1, 2, 3… and keeps last_seq in step."""
+        first = comment_create(feed=self.feed, author="ann", body="one")
+        second = comment_create(feed=self.feed, author="bob", body="two")
+        self.assertEqual((first.seq, second.seq), (1, 2))
+        self.feed.refresh_from_db()
+        self.assertEqual(self.feed.last_seq, 2)
+
+    def test_seq_is_per_feed(self):
+        """Another feed's comments do not advance this feed's seq."""
+        other = Feed.objects.create(slug="other", title="Other", allow_anonymous=True)
+        comment_create(feed=other, author="ann", body="elsewhere")
+        self.assertEqual(comment_create(feed=self.feed, author="ann", body="here").seq, 1)
+
+    def test_blank_body_is_rejected(self):
+        """A body of only whitespace is a field error on `body`, and nothing is saved."""
+        with self.assertRaises(ValidationError) as caught:
+            comment_create(feed=self.feed, author="ann", body=" \n\t ")
+        self.assertIn("body", caught.exception.message_dict)
+        self.assertFalse(Comment.objects.exists())
+
+    def test_anonymous_poster_needs_a_display_name(self):
+        """Without a signed-in user, a blank author is a field error on `author`."""
+        with self.assertRaises(ValidationError) as caught:
+            comment_create(feed=self.feed, author="  ", body="hello")
+        self.assertEqual(list(caught.exception.message_dict), ["author"])
+
+    def test_too_long_author_and_body_are_rejected(self):
+        """Author and body over their limits are both reported."""
+        with self.assertRaises(ValidationError) as caught:
+            comment_create(feed=self.feed, author="a" * (AUTHOR_MAX_LENGTH + 1), body="b" * (BODY_MAX_LENGTH + 1))
+        self.assertEqual(set(caught.exception.message_dict), {"author", "body"})
+        self.assertFalse(Comment.objects.exists())
+
+    def test_body_at_the_limit_is_accepted(self):
+        """Exactly BODY_MAX_LENGTH characters is allowed."""
+        comment = comment_create(feed=self.feed, author="ann", body="b" * BODY_MAX_LENGTH)
+        self.assertEqual(len(comment.body), BODY_MAX_LENGTH)
+
+    def test_control_characters_are_stripped(self):
+        """NUL and other control characters never reach the database."""
+        comment = comment_create(feed=self.feed, author="a\x00nn", body="hi\x07 there\x00")
+        comment.refresh_from_db()
+        self.assertEqual((comment.author, comment.body), ("ann", "hi there"))
+
+    def test_signed_in_user_without_name_posts_as_username(self):
+        """A blank author defaults to the signed-in user's username, and the user is recorded."""
+        user = get_user_model().objects.create_user("carol", password="x")
+        comment = comment_create(feed=self.feed, author="", body="hello", user=user)
+        self.assertEqual((comment.author, comment.user), ("carol", user))
+
+
+class MembersOnlyFeedTests(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        User = get_user_model()
+        cls.feed = Feed.objects.create(slug="club", title="Club", allow_anonymous=False)
+        cls.member = User.objects.create_user("member", password="x")
+        cls.outsider = User.objects.create_user("outsider", password="x")
+        cls.staff = User.objects.create_user("staff", password="x", is_staff=True)
+        cls.feed.members.add(cls.member)
+
+    def test_anonymous_poster_is_refused_with_401(self):
+        """No credentials on a members-only feed: PostingNotAllowed with status 401."""
+        with self.assertRaises(PostingNotAllowed) as caught:
+            comment_create(feed=self.feed, author="ann", body="hi", user=None)
+        self.assertEqual(caught.exception.status, 401)
+        self.assertFalse(Comment.objects.exists())
+
+    def test_non_member_is_refused_with_403(self):
+        """A signed-in user who is not a member: PostingNotAllowed with status 403."""
+        with self.assertRaises(PostingNotAllowed) as caught:
+            comment_create(feed=self.feed, author="", body="hi", user=self.outsider)
+        self.assertEqual(caught.exception.status, 403)
+        self.assertFalse(Comment.objects.exists())
+
+    def test_members_and_staff_may_post(self):
+        """Members and staff post to a members-only feed."""
+        comment_create(feed=self.feed, author="", body="from a member", user=self.member)
+        comment_create(feed=self.feed, author="", body="from staff", user=self.staff)
+        self.assertEqual(list(Comment.objects.values_list("author", flat=True)), ["member", "staff"])
+
+
+class PublishingTests(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        cls.feed = Feed.objects.create(slug="open", title="Open", allow_anonymous=True)
+
+    def test_committed_comment_is_published_once_to_its_feed_group(self):
+        """On commit, the feed's group receives one comment.created event with both frames."""
+        listener = _GroupListener(self.feed)
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            comment = comment_create(feed=self.feed, author="ann", body="hello")
+        self.assertEqual(len(callbacks), 1)
+        messages = listener.received()
+        self.assertEqual([m["type"] for m in messages], ["comment.created"])
+        self.assertEqual(messages[0]["seq"], comment.seq)
+        self.assertIn(f'id="comment-{comment.pk}"', messages[0]["html"])
+
+    def test_nothing_is_published_before_commit(self):
+        """Until the transaction commits, readers receive nothing."""
+        listener = _GroupListener(self.feed)
+        with self.captureOnCommitCallbacks(execute=False) as callbacks:
+            comment_create(feed=self.feed, author="ann", body="hello")
+            self.assertEqual(listener.received(), [])
+        self.assertEqual(len(callbacks), 1)
+
+    def test_rolled_back_post_publishes_nothing(self):
+        """A comment created in a transaction that rolls back is neither saved nor published."""
+        listener = _GroupListener(self.feed)
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            with self.assertRaises(_Rollback):
+                with transaction.atomic():
+                    comment_create(feed=self.feed, author="ann", body="never")
+                    raise _Rollback
+        self.assertEqual(callbacks, [])
+        self.assertEqual(listener.received(), [])
+        self.assertFalse(Comment.objects.exists())
+        self.feed.refresh_from_db()
+        self.assertEqual(self.feed.last_seq, 0)
+
+
+class ConcurrentPostingTests(TransactionTestCase):
+    THREADS = 8
+    POSTS_PER_THREAD = 25
+
+    def test_concurrent_posters_get_contiguous_unique_seqs(self):
+        """Posters in several threads get seq 1..N with no gap or duplicate, numbered in commit order."""
+        feed = Feed.objects.create(slug="busy", title="Busy", allow_anonymous=True)
+        start = threading.Barrier(self.THREADS)
+        errors = []
+
+        def poster(number):
+            try:
+                start.wait(timeout=60)
+                for i in range(self.POSTS_PER_THREAD):
+                    comment_create(feed=Feed.objects.get(pk=feed.pk), author=f"t{number}", body=f"post {i}")
+            except Exception as exc:  # reported below, with the thread that raised it
+                errors.append((number, exc))
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=poster, args=(n,)) for n in range(self.THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        self.assertFalse(any(thread.is_alive() for thread in threads), "posters did not finish")
+        self.assertEqual(errors, [])
+
+        total = self.THREADS * self.POSTS_PER_THREAD
+        seqs = list(Comment.objects.filter(feed=feed).order_by("pk").values_list("seq", flat=True))
+        self.assertEqual(sorted(seqs), list(range(1, total + 1)))
+        # Rows were inserted in seq order: N was in the table before N+1 was numbered.
+        self.assertEqual(seqs, list(range(1, total + 1)))
+        feed.refresh_from_db()
+        self.assertEqual(feed.last_seq, total)
+        for number in range(self.THREADS):
+            self.assertEqual(Comment.objects.filter(feed=feed, author=f"t{number}").count(), self.POSTS_PER_THREAD)
