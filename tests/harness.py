@@ -72,7 +72,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,15 @@ class _Process:
         """Send SIGTERM and return at once (see wait_exit)."""
         if self.running:
             self.process.send_signal(signal.SIGTERM)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze the process (SIGSTOP) for the block: it reads nothing, as if it had stalled."""
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def wait_exit(self, timeout: float) -> int:
         """Return the exit status once the process has exited; raise TimeoutExpired after `timeout`."""
