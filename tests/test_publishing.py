@@ -89,6 +89,8 @@ class PublishOnCommitTests(TestCase):
                 pass
         self.assertEqual(callbacks, [])
         self.assertFalse(Comment.objects.exists())
+        self.feed.refresh_from_db()
+        self.assertEqual(self.feed.last_seq, 0, "the rolled-back seq is taken again by the next post")
         self.assertIsNone(self.listener.receive(timeout=0.2))
 
 

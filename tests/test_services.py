@@ -1,43 +1,13 @@
-"""comment_create: validation, permissions, gap-free seq under concurrency, publishing on commit."""
-import asyncio
+"""comment_create: validation, permissions, gap-free seq under concurrency (publishing: test_publishing)."""
 import threading
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import connection
 from django.test import TestCase, TransactionTestCase
 
 from feed.models import AUTHOR_MAX_LENGTH, BODY_MAX_LENGTH, Comment, Feed
 from feed.services import PostingNotAllowed, comment_create
-from notifications.events import feed_group_name
-
-
-class _Rollback(Exception):
-    pass
-
-
-class _GroupListener:
-    """A channel subscribed to a feed's group on the (in-process) channel layer."""
-
-    def __init__(self, feed):
-        self.layer = get_channel_layer()
-        self.channel = async_to_sync(self.layer.new_channel)()
-        async_to_sync(self.layer.group_add)(feed_group_name(feed.pk), self.channel)
-
-    def received(self):
-        """Return the messages already delivered to the channel (publishing is synchronous)."""
-
-        async def drain():
-            messages = []
-            while True:
-                try:
-                    messages.append(await asyncio.wait_for(self.layer.receive(self.channel), timeout=0.05))
-                except asyncio.TimeoutError:
-                    return messages
-
-        return async_to_sync(drain)()
 
 
 class CommentCreateTests(TestCase):
@@ -126,45 +96,6 @@ class MembersOnlyFeedTests(TestCase):
         comment_create(feed=self.feed, author="", body="from a member", user=self.member)
         comment_create(feed=self.feed, author="", body="from staff", user=self.staff)
         self.assertEqual(list(Comment.objects.values_list("author", flat=True)), ["member", "staff"])
-
-
-class PublishingTests(TestCase):
-    @classmethod
-    def setUpTestData(cls):
-        cls.feed = Feed.objects.create(slug="open", title="Open", allow_anonymous=True)
-
-    def test_committed_comment_is_published_once_to_its_feed_group(self):
-        """On commit, the feed's group receives one comment.created event with both frames."""
-        listener = _GroupListener(self.feed)
-        with self.captureOnCommitCallbacks(execute=True) as callbacks:
-            comment = comment_create(feed=self.feed, author="ann", body="hello")
-        self.assertEqual(len(callbacks), 1)
-        messages = listener.received()
-        self.assertEqual([m["type"] for m in messages], ["comment.created"])
-        self.assertEqual(messages[0]["seq"], comment.seq)
-        self.assertIn(f'id="comment-{comment.pk}"', messages[0]["html"])
-
-    def test_nothing_is_published_before_commit(self):
-        """Until the transaction commits, readers receive nothing."""
-        listener = _GroupListener(self.feed)
-        with self.captureOnCommitCallbacks(execute=False) as callbacks:
-            comment_create(feed=self.feed, author="ann", body="hello")
-            self.assertEqual(listener.received(), [])
-        self.assertEqual(len(callbacks), 1)
-
-    def test_rolled_back_post_publishes_nothing(self):
-        """A comment created in a transaction that rolls back is neither saved nor published."""
-        listener = _GroupListener(self.feed)
-        with self.captureOnCommitCallbacks(execute=True) as callbacks:
-            with self.assertRaises(_Rollback):
-                with transaction.atomic():
-                    comment_create(feed=self.feed, author="ann", body="never")
-                    raise _Rollback
-        self.assertEqual(callbacks, [])
-        self.assertEqual(listener.received(), [])
-        self.assertFalse(Comment.objects.exists())
-        self.feed.refresh_from_db()
-        self.assertEqual(self.feed.last_seq, 0)
 
 
 class ConcurrentPostingTests(TransactionTestCase):
