@@ -230,6 +230,31 @@ class MultiInstanceDeliveryTests(MultiInstanceTestMixin, MultiInstanceTestCase):
         self.assertEveryReaderGetsAll([*resumed, on_b], 4, via=self.b, histories=resumed)
 
 
+class LiveFanOutTests(MultiInstanceTestMixin, MultiInstanceTestCase):
+    """Instances that check the database only once a minute: what readers get in time came live through Redis."""
+
+    instance_env = {"WS_CHECK_INTERVAL": "60"}
+    live_timeout = 10  # well below the check interval, so the database check cannot stand in for the live path
+
+    def setUp(self):
+        super().setUp()
+        self.slug = "live-fan-out"
+        self.feed = self.make_feed(self.slug)
+
+    def test_comments_reach_readers_on_every_instance_through_the_channel_layer(self):
+        """Posts through A and B reach every reader on both instances live, once each, in order."""
+        a, b = self.instances
+        readers = [self.reader(instance, self.slug, json=json) for instance in (a, b) for json in (True, False)]
+
+        for index in range(10):
+            comment = self.post((a, b)[index % 2], self.slug, f"live {index}")
+            for reader in readers:
+                reader.wait_for_seq(comment["seq"], self.live_timeout)
+        self.post_many([(a, 20), (b, 20)], self.slug)
+
+        self.assertEveryReaderGetsAll(readers, 50, via=b, timeout=self.live_timeout)
+
+
 class DroppedEventsTests(MultiInstanceTestMixin, MultiInstanceTestCase):
     """Instances whose channel layer holds one message per channel: a burst overflows it."""
 
@@ -245,9 +270,14 @@ class DroppedEventsTests(MultiInstanceTestMixin, MultiInstanceTestCase):
         a, b = self.instances
         readers = [self.reader(instance, self.slug, json=json) for instance in (a, b) for json in (True, False)]
 
+        # A first comment reaching every reader shows that both instances are in the feed's group.
+        self.post(a, self.slug, "before the freeze")
+        for reader in readers:
+            reader.wait_for_seq(1, DELIVERY_TIMEOUT)
+
         # While B is frozen its channel holds one message and A's group_send drops every later one for B.
         with b.paused():
-            self.post_many([(a, 25), (a, 25)], self.slug)
+            self.post_many([(a, 25), (a, 24)], self.slug)
         self.post_many([(a, 25), (b, 25)], self.slug)
 
         # The tail of the burst counts too: nothing after it would reveal a gap by itself.
