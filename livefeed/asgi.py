@@ -13,8 +13,9 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from livefeed.limits import RequestBodyLimitMiddleware, install_daphne_body_limit  # noqa: E402
 from notifications.daphne_hooks import install as install_daphne_hooks  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
-from notifications.startup import announce_channel_layer  # noqa: E402
+from notifications.startup import announce_channel_layer, require_collected_static_files  # noqa: E402
 
+require_collected_static_files()
 announce_channel_layer()
 install_daphne_hooks()  # frames straight to the socket, slow-reader and SIGTERM closes
 install_daphne_body_limit()

@@ -6,6 +6,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
 
@@ -303,6 +304,20 @@ print(json.dumps({
 """
 
 
+STATIC_PROBE = """
+import json, re
+import livefeed.asgi  # what daphne loads: refuses to start without the manifest
+from django.test import Client
+
+client = Client(HTTP_HOST="feed.example.com")
+page = client.get("/", secure=True)
+css_url = re.search(r'href="(/static/css/feed[^"]*)"', page.content.decode()).group(1)
+css = client.get(css_url, secure=True)
+print(json.dumps({"page_status": page.status_code, "css_url": css_url, "css_status": css.status_code,
+                  "css_type": css.headers.get("Content-Type", "")}))
+"""
+
+
 class ProductionSettingsTests(TransactionTestCase):
     """The settings module with DEBUG off, in a fresh process as a server would load it."""
 
@@ -344,6 +359,27 @@ class ProductionSettingsTests(TransactionTestCase):
         self.assertEqual(probe["csrf_cookie"], {"secure": True, "samesite": "Lax"})
         self.assertEqual(probe["login_status"], 302)
         self.assertEqual(probe["session_cookie"], {"secure": True, "httponly": True, "samesite": "Lax"})
+
+    def test_production_server_refuses_to_start_without_collected_static_files(self):
+        """DEBUG off and no collectstatic: loading the ASGI application fails with the command to run."""
+        with tempfile.TemporaryDirectory() as empty:
+            result = self.run_python(["-c", "import livefeed.asgi"], self.production_env(STATIC_ROOT=empty))
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("manage.py collectstatic", result.stderr)
+
+    def test_production_server_serves_pages_and_hashed_static_files_after_collectstatic(self):
+        """DEBUG off after collectstatic: one ASGI application serves the page and its static files itself."""
+        with tempfile.TemporaryDirectory() as static_root:
+            env = self.production_env(STATIC_ROOT=static_root)
+            collected = self.run_python(["manage.py", "collectstatic", "--noinput"], env)
+            self.assertEqual(collected.returncode, 0, collected.stderr)
+            result = self.run_python(["-c", STATIC_PROBE], env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        probe = json.loads(result.stdout.strip().splitlines()[-1])
+        self.assertEqual(probe["page_status"], 200)
+        self.assertRegex(probe["css_url"], r"^/static/css/feed\.[0-9a-f]{12}\.css$")
+        self.assertEqual(probe["css_status"], 200)
+        self.assertIn("text/css", probe["css_type"])
 
     def test_a_missing_secret_key_stops_production_start_up(self):
         """DEBUG off without SECRET_KEY: the settings refuse to load."""
