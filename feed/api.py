@@ -13,16 +13,10 @@ from feed.api_auth import BearerToken, SessionCookie, anonymous
 from feed.api_errors import JsonBodyParser, api_not_found, install_error_handlers, json_method_not_allowed
 from feed.api_schemas import CommentIn, CommentOut, ErrorOut, FeedOut
 from feed.models import IDEMPOTENCY_KEY_MAX_LENGTH
-from feed.ratelimit import client_identity, post_rate_limit_check
+from feed.ratelimit import client_identity
 from feed.rendering import comment_as_dict
 from feed.selectors import MAX_LIMIT, comments_after, feed_get, feeds_all
-from feed.services import (
-    comment_create,
-    comment_create_idempotent,
-    feed_check_can_post,
-    feed_check_can_read,
-    idempotent_result_find,
-)
+from feed.services import comment_submit, feed_check_can_read
 
 DESCRIPTION = """\
 Read feeds and comments, and post comments. New comments also arrive live on the
@@ -155,21 +149,13 @@ def create_comment(
     """Post a comment; it is numbered with the feed's next seq and sent to live readers."""
     feed = feed_get(slug=slug)
     user = request.auth  # type: ignore[attr-defined]
-    feed_check_can_post(feed=feed, user=user)
-    client = client_identity(request, user=user)
-    if idempotency_key is not None:
-        replay = idempotent_result_find(
-            client=client, key=idempotency_key, feed=feed, author=payload.author, body=payload.body
-        )
-        if replay is not None:
-            response["Idempotent-Replayed"] = "true"
-            return replay.status, replay.body
-    post_rate_limit_check(client=client)
-    if idempotency_key is None:
-        comment = comment_create(feed=feed, author=payload.author, body=payload.body, user=user)
-        return 201, comment_as_dict(comment)
-    result = comment_create_idempotent(
-        feed=feed, author=payload.author, body=payload.body, user=user, client=client, key=idempotency_key
+    result = comment_submit(
+        feed=feed,
+        author=payload.author,
+        body=payload.body,
+        user=user,
+        client=client_identity(request, user=user),
+        idempotency_key=idempotency_key,
     )
     if result.replayed:
         response["Idempotent-Replayed"] = "true"

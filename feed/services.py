@@ -20,6 +20,7 @@ from feed.models import (
     Feed,
     IdempotencyKey,
 )
+from feed.ratelimit import post_rate_limit_check
 from feed.rendering import comment_as_dict
 from feed.text import clean_body, clean_name
 
@@ -139,6 +140,8 @@ class IdempotencyKeyReused(Exception):
 
 @dataclass(frozen=True)
 class IdempotentResult:
+    """The answer to a post: its status and the comment as JSON (see comment_submit)."""
+
     status: int
     body: dict[str, Any]
     replayed: bool  # True: the answer of an earlier request with this key; nothing was created
@@ -219,6 +222,38 @@ def comment_create_idempotent(
         return found
     transaction.on_commit(idempotency_keys_purge_expired)
     return IdempotentResult(status=201, body=record.response_body, replayed=False)
+
+
+def comment_submit(
+    *,
+    feed: Feed,
+    author: str,
+    body: str,
+    user: AbstractBaseUser | AnonymousUser | None = None,
+    client: str,
+    idempotency_key: str | None = None,
+) -> IdempotentResult:
+    """Post a comment for a client: check, validate, count against the rate limit, then create.
+
+    The one posting flow of the form and the API. Only a post that would be saved is
+    counted: PostingNotAllowed and ValidationError are raised before counting, and a repeat
+    of an idempotent post gets the stored answer uncounted. Raises RateLimited over the
+    limit, and IdempotencyKeyInvalid / IdempotencyKeyReused for a bad key.
+    """
+    feed_check_can_post(feed=feed, user=user)
+    if idempotency_key is not None:
+        idempotency_key_check(idempotency_key)
+        found = idempotent_result_find(client=client, key=idempotency_key, feed=feed, author=author, body=body)
+        if found is not None:
+            return found
+    comment_validate(feed=feed, author=author, body=body, user=user)
+    post_rate_limit_check(client=client)
+    if idempotency_key is None:
+        comment = comment_create(feed=feed, author=author, body=body, user=user)
+        return IdempotentResult(status=201, body=comment_as_dict(comment), replayed=False)
+    return comment_create_idempotent(
+        feed=feed, author=author, body=body, user=user, client=client, key=idempotency_key
+    )
 
 
 def idempotency_keys_purge_expired() -> int:

@@ -12,12 +12,12 @@ from django.views.decorators.http import require_POST, require_safe
 
 from feed.forms import CommentForm
 from feed.models import Feed
-from feed.ratelimit import RateLimited, client_identity, post_rate_limit_check
+from feed.ratelimit import RateLimited, client_identity
 from feed.selectors import comments_latest, feed_get, feeds_all
 from feed.services import (
     PostingNotAllowed,
     ReadingNotAllowed,
-    comment_create,
+    comment_submit,
     feed_check_can_post,
     feed_check_can_read,
 )
@@ -46,13 +46,12 @@ def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
     form.is_valid()
     retry_after = None
     try:
-        feed_check_can_post(feed=feed, user=request.user)
-        post_rate_limit_check(client=client_identity(request))
-        comment = comment_create(
+        result = comment_submit(
             feed=feed,
             author=form.cleaned_data.get("author", ""),
             body=form.cleaned_data.get("body", ""),
             user=request.user,
+            client=client_identity(request),
         )
     except ValidationError as exc:
         form.add_error(None, exc)
@@ -67,7 +66,7 @@ def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
         if request.htmx:
             fresh = _blank_form(request, author=form.cleaned_data.get("author", ""))
             return render(request, "feed/_form.html", _form_context(request, feed, fresh))
-        return HttpResponseRedirect(f"{feed.get_absolute_url()}#comment-{comment.pk}", status=303)
+        return HttpResponseRedirect(f"{feed.get_absolute_url()}#comment-{result.body['id']}", status=303)
     if request.htmx:
         response = render(request, "feed/_form.html", _form_context(request, feed, form), status=status)
     else:

@@ -242,6 +242,48 @@ class PostingRateLimitTests(TestCase):
         ]
         self.assertEqual(statuses, [201, 201, 201, 429])
 
+    def test_invalid_api_posts_do_not_use_up_the_limit(self):
+        """Posts refused as invalid (400) or not allowed (401) are not counted: the next valid post is 201.
+
+        Valid posts are still limited: the fourth within the minute gets 429 with Retry-After.
+        """
+        Feed.objects.create(slug="club", title="Club", allow_anonymous=False)
+        refused = [self.api_post("   ").status_code for _ in range(5)]
+        refused.append(self.api_post("x" * 2001).status_code)
+        refused.append(
+            self.client.post(
+                "/api/feeds/open/comments/", {"author": "", "body": "no name"}, content_type="application/json"
+            ).status_code
+        )
+        refused.append(
+            self.client.post(
+                "/api/feeds/club/comments/", {"author": "Ann", "body": "members only"}, content_type="application/json"
+            ).status_code
+        )
+        self.assertEqual(refused, [400] * 7 + [401])
+        accepted = [self.api_post(f"valid {i}").status_code for i in range(3)]
+        over = self.api_post("one too many")
+        self.assertEqual(accepted, [201, 201, 201])
+        self.assertEqual(over.status_code, 429)
+        self.assertEqual(over.json()["error"], "too_many_requests")
+        self.assertGreaterEqual(int(over["Retry-After"]), 1)
+        self.assertEqual(Comment.objects.count(), 3)
+
+    def test_invalid_form_posts_do_not_use_up_the_limit(self):
+        """Form posts shown an inline error (422) are not counted; valid ones still get 429 over the limit."""
+        def form_post(author, body):
+            return self.client.post("/feeds/open/comments/", {"author": author, "body": body}, HTTP_HX_REQUEST="true")
+
+        refused = [form_post("Ann", "  ").status_code for _ in range(5)] + [form_post("", "no name").status_code]
+        self.assertEqual(refused, [422] * 6)
+        accepted = [form_post("Ann", f"valid {i}").status_code for i in range(3)]
+        over = form_post("Ann", "too fast")
+        self.assertEqual(accepted, [200, 200, 200])
+        self.assertEqual(over.status_code, 429)
+        self.assertIn("Retry-After", over)
+        self.assertContains(over, "Too many posts; try again in", status_code=429)
+        self.assertEqual(Comment.objects.count(), 3)
+
     def test_the_form_shows_the_wait_inline_with_429(self):
         """Over the limit the htmx form fragment says how long to wait; status 429 with Retry-After."""
         for i in range(3):
