@@ -186,6 +186,24 @@ class CommentCreateTests(ApiTestCase):
         body = self.assertError(response, 400, "invalid", fields=["author", "body"])
         self.assertEqual(body["fields"]["body"], ["Write something first."])
 
+    def test_invisible_only_name_and_body_are_400_with_fields(self):
+        """A name and a body of only zero-width and bidi characters are blank: 400 per field, nothing saved."""
+        response = self.post_json("/api/feeds/talk/comments/", {"author": "\u200b\u200b", "body": "\u200b"})
+        body = self.assertError(response, 400, "invalid", fields=["author", "body"])
+        self.assertEqual(body["fields"], {"author": ["A display name is required."], "body": ["Write something first."]})
+        response = self.post_json("/api/feeds/talk/comments/", {"author": "\u200e\u3164\u2060", "body": "\ufeff\u200f \u2064"})
+        self.assertError(response, 400, "invalid", fields=["author", "body"])
+        self.assertFalse(Comment.objects.exists())
+
+    def test_invisible_format_characters_are_not_stored_but_emoji_joiners_are(self):
+        """Zero-width spaces and bidi marks are dropped from what is stored and returned; 👩‍💻 stays whole."""
+        response = self.post_json(
+            "/api/feeds/talk/comments/", {"author": "\u200eAnn\u200b", "body": "hi \u2060👩\u200d💻\ufeff"}
+        )
+        self.assertEqual(response.status_code, 201, response.content)
+        self.assertEqual((response.json()["author"], response.json()["body"]), ("Ann", "hi 👩\u200d💻"))
+        self.assertEqual(Comment.objects.get().body, "hi 👩\u200d💻")
+
     def test_too_long_body_is_400(self):
         """A body over 2000 characters is 400 naming the field, and nothing is saved."""
         response = self.post_json("/api/feeds/talk/comments/", {"author": "ann", "body": "x" * 2001})

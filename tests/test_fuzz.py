@@ -1,6 +1,7 @@
 """Property-based tests: arbitrary text through comment_create, and the API fuzzed from its OpenAPI description."""
 import logging
 import re
+import unicodedata
 from html.parser import HTMLParser
 
 import schemathesis
@@ -9,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from django.test import TestCase, override_settings
+from django.test import SimpleTestCase, TestCase, override_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase as HypothesisTestCase
@@ -28,12 +29,23 @@ from feed.services import comment_create
 from feed.text import clean_body, clean_name
 
 # Characters that must never be stored: C0/C1 controls but tab and newline, lone surrogates,
-# bidi embeddings/overrides/isolates.
-FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+# bidi marks, embeddings, overrides and isolates, zero-width spaces and other invisible format characters.
+FORBIDDEN = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069"
+    r"\u00ad\u061c\u180e\u200b\u200e\u200f\u2060-\u2064\u206a-\u206f\ufeff\ufff9-\ufffb\U000e0001]"
+)
+JOINERS = "\u200c\u200d"
+EMOJI_TAG_SEQUENCE = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+VARIATION_SELECTOR = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# Arabic number signs and the like: format characters that draw a sign.
+SHOWN_FORMAT = "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd"
+SCOTLAND = "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
 
 NASTY = [
     "\x00", "\r", "\n", "\r\n", "\t", "\x1b[31m", "\x7f", "\x85", "\u202e", "\u2066", "\ufeff", "\u200b",
     "\ud800", "\udfff", "e\u0301", "\u0301", " ", "\u00a0", "\u2028",
+    "\u200e", "\u200f", "\u061c", "\u2060", "\u2061", "\u2064", "\u180e", "\u00ad", "\U000e0001", "\U000e0067",
+    "\u200c", "\u200d", "\ufe0f", "\u3164", "\u2800", "\u0600", "👩\u200d💻", "❤\ufe0f\u200d🔥", "👍🏽", SCOTLAND,
     "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "</p>", "</article>", "&amp;", "&lt;",
     '"', "'", "`", "{{ x }}", "{% x %}", "<!--", "]]>", "\\", "😀", "👩\u200d👩\u200d👧",
 ]
@@ -82,6 +94,29 @@ def expected_error(author, body):
     return errors
 
 
+def assert_no_invisible_leftovers(test, text):
+    """Only joining format characters remain: no stray Cf, joiners between two characters, selectors after one."""
+    test.assertIsNone(FORBIDDEN.search(text))
+    without_flags = EMOJI_TAG_SEQUENCE.sub("🏴", text)
+    for index, char in enumerate(without_flags):
+        if unicodedata.category(char) == "Cf":
+            test.assertIn(char, JOINERS + SHOWN_FORMAT, f"{char!r} in {text!r}")
+        if char in JOINERS:
+            before, after = without_flags[index - 1 : index] if index else "", without_flags[index + 1 : index + 2]
+            test.assertTrue(before.strip() and after.strip() and after not in JOINERS, f"loose joiner in {text!r}")
+        if VARIATION_SELECTOR.match(char):
+            test.assertTrue(index and without_flags[index - 1].strip(), f"loose variation selector in {text!r}")
+
+
+def shows_something(text):
+    """Whether the text has a character that is not space, control, format or a bare nonspacing mark."""
+    return any(
+        char in SHOWN_FORMAT
+        or (unicodedata.category(char) not in {"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Me"} and char not in "\u115f\u1160\u3164\uffa0\u2800")
+        for char in text
+    )
+
+
 class CommentTextPropertyTests(HypothesisTestCase):
     """Whatever text arrives, what is stored is the cleaned text, and what is shown is exactly that, escaped."""
 
@@ -91,6 +126,10 @@ class CommentTextPropertyTests(HypothesisTestCase):
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(author=any_text, body=body_text)
+    @example(author="\u200b\u200b", body="\u200b")  # invisible only: both blank
+    @example(author="\u200eAnn\u200f\ufeff", body="\u2060\u2064\u180e hi \u061c\u00ad")
+    @example(author="👩\u200d💻", body="❤\ufe0f\u200d🔥 " + SCOTLAND)
+    @example(author="\u3164", body="\u2800\ufe0f\u200d\n\u0301")
     def test_stored_and_shown_text_is_the_accepted_text(self, author, body):
         """Stored = cleaned input, free of control characters; the HTML shows it verbatim and adds no markup."""
         refused = expected_error(author, body)
@@ -105,7 +144,9 @@ class CommentTextPropertyTests(HypothesisTestCase):
         stored = Comment.objects.get(pk=comment.pk)
         self.assertEqual(stored.body, clean_body(body))
         self.assertEqual(stored.author, clean_name(author))
-        self.assertIsNone(FORBIDDEN.search(stored.body + stored.author))
+        assert_no_invisible_leftovers(self, stored.body)
+        assert_no_invisible_leftovers(self, stored.author)
+        self.assertTrue(shows_something(stored.author) and shows_something(stored.body))
         self.assertNotIn("\r", stored.body)
         self.assertNotIn("\n", stored.author)
 
@@ -122,10 +163,46 @@ class CommentTextPropertyTests(HypothesisTestCase):
     @settings(max_examples=300, deadline=None)
     @given(text=body_text)
     @example(text="e\x00\u0301")  # a control character between a letter and its accent
+    @example(text=" \ufe0f\u200da")  # a selector that goes makes the joiner after it loose
+    @example(text="e\u200d\u200d\u0301")  # two joiners go, bringing a letter and its accent together
     def test_cleaning_is_stable(self, text):
         """Cleaning cleaned text changes nothing: what was accepted is already in its final form."""
         self.assertEqual(clean_body(clean_body(text)), clean_body(text))
         self.assertEqual(clean_name(clean_name(text)), clean_name(text))
+
+
+class InvisibleTextTests(SimpleTestCase):
+    """Format characters go, except where they join characters; text that shows nothing is blank."""
+
+    def test_invisible_format_characters_are_removed(self):
+        """Bidi marks, zero-width spaces, BOM, word joiner, invisible operators, soft hyphen: removed from names and bodies."""
+        for char in ["\u200b", "\u200e", "\u200f", "\u061c", "\ufeff", "\u2060", "\u2061", "\u2062", "\u2063",
+                     "\u2064", "\u180e", "\u00ad", "\u206a", "\ufff9", "\U000e0001", "\U000e0041", "\u202e", "\u2066"]:
+            with self.subTest(char=f"U+{ord(char):04X}"):
+                self.assertEqual(clean_name(f"A{char}nn"), "Ann")
+                self.assertEqual(clean_body(f"h{char}i"), "hi")
+
+    def test_text_with_nothing_visible_cleans_to_blank(self):
+        """Names and bodies of only invisible characters become "", like an empty field."""
+        for text in ["\u200b\u200b", "\u200b", "\u200e\u200f", "\ufeff \u2060", "\u200d", "\ufe0f", "\u3164",
+                     "\u2800", "\u0301", " \u200c\n\u180e "]:
+            with self.subTest(text=text):
+                self.assertEqual(clean_name(text), "")
+                self.assertEqual(clean_body(text), "")
+
+    def test_emoji_sequences_and_joined_scripts_are_kept_intact(self):
+        """ZWJ emoji, variation selectors, skin tones, keycaps, subdivision flags and Persian ZWNJ stay as typed."""
+        for text in ["👩\u200d💻", "👩\u200d👩\u200d👧", "❤\ufe0f\u200d🔥", "❤\ufe0f", "👍🏽", "1\ufe0f\u20e3", SCOTLAND,
+                     "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\u0915\u094d\u200d\u0937"]:
+            with self.subTest(text=text):
+                self.assertEqual(clean_name(text), text)
+                self.assertEqual(clean_body(f"hi {text}!"), f"hi {text}!")
+
+    def test_joiners_and_selectors_that_join_nothing_are_removed(self):
+        """A joiner at an end or next to a space, a selector after a space, and tags outside a flag go."""
+        self.assertEqual(clean_name("\u200dAnn\u200c"), "Ann")
+        self.assertEqual(clean_body("a \u200d b \ufe0fc"), "a  b c")
+        self.assertEqual(clean_body("x\U000e0067\U000e0062\U000e007f"), "x")
 
 
 FUZZ_EXAMPLES = 40  # per operation and generation mode: bounded, ~10 s for the whole API

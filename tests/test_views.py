@@ -218,6 +218,17 @@ class CommentFormTests(TestCase):
         self.assertIn("Write something first.", html)
         self.assertIn('value="ann typed"', html)
 
+    def test_invisible_only_name_and_body_are_inline_errors(self):
+        """A name and a body of only zero-width characters are blank: 422 with both field errors, nothing saved."""
+        response = self.client.post("/feeds/talk/comments/", {"author": "\u200b\u200b", "body": "\u200b"}, **HTMX)
+        self.assertEqual(response.status_code, 422)
+        html = response.content.decode()
+        self.assertIn("A display name is required.", html)
+        self.assertIn("Write something first.", html)
+        response = self.client.post("/feeds/talk/comments/", {"author": "\u200e\u200f", "body": "\ufeff\u2060\u180e"})
+        self.assertContains(response, "Write something first.", status_code=422)
+        self.assertFalse(Comment.objects.exists())
+
     def test_too_long_body_is_an_inline_error(self):
         """A body over the limit is reported on the body field."""
         response = self.client.post("/feeds/talk/comments/", {"author": "ann", "body": "x" * 2001}, **HTMX)
