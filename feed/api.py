@@ -15,7 +15,7 @@ from feed.api_schemas import CommentIn, CommentOut, ErrorOut, FeedOut
 from feed.models import IDEMPOTENCY_KEY_MAX_LENGTH
 from feed.ratelimit import client_identity
 from feed.rendering import comment_as_dict
-from feed.selectors import MAX_LIMIT, comments_after, feed_get, feeds_all
+from feed.selectors import MAX_LIMIT, comments_after, feed_get, feeds_readable
 from feed.services import comment_submit, feed_check_can_read
 
 DESCRIPTION = """\
@@ -68,7 +68,9 @@ READ_ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut}
 
 @api.get("/feeds/", response={200: list[FeedOut], 401: ErrorOut}, url_name="feeds", summary="List the feeds")
 def list_feeds(request: HttpRequest) -> list[dict[str, Any]]:
-    return [{"slug": f.slug, "title": f.title, "last_seq": f.last_seq} for f in feeds_all()]
+    """Return the feeds the caller may read: members-only feeds only with credentials."""
+    user = request.auth  # type: ignore[attr-defined]
+    return [{"slug": f.slug, "title": f.title, "last_seq": f.last_seq} for f in feeds_readable(user=user)]
 
 
 @api.get(

@@ -1,10 +1,16 @@
 """Reads shared by the pages, the API and the WebSocket replay."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from feed.models import Comment, Feed
+from feed.services import ReadingNotAllowed, feed_check_can_read
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 MAX_LIMIT = 200
 
@@ -12,6 +18,20 @@ MAX_LIMIT = 200
 def feeds_all() -> QuerySet[Feed]:
     """Return every feed, by slug."""
     return Feed.objects.order_by("slug")
+
+
+def feeds_readable(*, user: AbstractBaseUser | AnonymousUser | None) -> list[Feed]:
+    """Return the feeds the user may read, by slug: members-only feeds are hidden from anonymous users."""
+    return [feed for feed in feeds_all() if _can_read(feed, user)]
+
+
+def _can_read(feed: Feed, user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    # feed_check_can_read is the one rule for reading, shared with the page, the API and the stream.
+    try:
+        feed_check_can_read(feed=feed, user=user)
+    except ReadingNotAllowed:
+        return False
+    return True
 
 
 def feed_get(*, slug: str) -> Feed:

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST, require_safe
 from feed.forms import CommentForm
 from feed.models import Feed
 from feed.ratelimit import RateLimited, client_identity
-from feed.selectors import comments_latest, feed_get, feeds_all
+from feed.selectors import comments_latest, feed_get, feeds_readable
 from feed.services import (
     PostingNotAllowed,
     ReadingNotAllowed,
@@ -25,7 +25,7 @@ from feed.services import (
 
 @require_safe
 def feed_index(request: HttpRequest) -> HttpResponse:
-    return render(request, "feed/index.html", {"feeds": feeds_all()})
+    return render(request, "feed/index.html", {"feeds": feeds_readable(user=request.user)})
 
 
 @require_safe

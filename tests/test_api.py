@@ -45,8 +45,9 @@ class ApiTestCase(TestCase):
 
 class FeedListTests(ApiTestCase):
     def test_lists_feeds_with_slug_title_and_last_seq(self):
-        """GET /api/feeds/ lists every feed with slug, title and last_seq, by slug."""
+        """GET /api/feeds/ lists every feed a signed-in caller may read with slug, title and last_seq, by slug."""
         comment_create(feed=self.feed, author="ann", body="one")
+        self.client.force_login(get_user_model().objects.create_user("reader"))
         response = self.client.get("/api/feeds/")
         self.assertEqual(response.status_code, 200)
         self.assertEqual(
@@ -57,6 +58,20 @@ class FeedListTests(ApiTestCase):
                 {"slug": "talk", "title": "Talk", "last_seq": 1},
             ],
         )
+
+    def test_members_only_feeds_are_not_listed_to_anonymous_callers(self):
+        """Without credentials only the open feeds are listed: a members-only feed's slug, title and last_seq stay hidden."""
+        comment_create(feed=self.club, author="", body="inside", user=get_user_model().objects.create_superuser("boss"))
+        response = self.client.get("/api/feeds/")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual([f["slug"] for f in response.json()], ["demo", "talk"])
+        self.assertNotIn("Club", response.content.decode())
+
+    def test_members_only_feeds_are_listed_to_token_callers(self):
+        """A caller with an API token may read members-only feeds, so they are listed to it."""
+        _, secret = api_token_issue(user=get_user_model().objects.create_user("bot"))
+        response = self.client.get("/api/feeds/", HTTP_AUTHORIZATION=f"Bearer {secret}")
+        self.assertEqual([f["slug"] for f in response.json()], ["club", "demo", "talk"])
 
 
 class CommentListTests(ApiTestCase):

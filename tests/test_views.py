@@ -31,13 +31,27 @@ def _seqs(html):
 
 
 class FeedIndexTests(TestCase):
-    def test_index_links_to_every_feed(self):
-        """The home page lists each feed (the demo one included) with a link to its page."""
-        Feed.objects.create(slug="second", title="Second feed")
+    def test_index_links_to_every_open_feed(self):
+        """The home page lists each feed an anonymous visitor may read (the demo one included) with a link to its page."""
+        Feed.objects.create(slug="second", title="Second feed", allow_anonymous=True)
         html = self.client.get("/").content.decode()
         self.assertIn('href="/feeds/demo/"', html)
         self.assertIn('href="/feeds/second/"', html)
         self.assertIn("Second feed", html)
+
+    def test_index_hides_members_only_feeds_from_anonymous_visitors(self):
+        """An anonymous visitor sees the open feeds only; a signed-in user also sees members-only ones, marked so."""
+        Feed.objects.create(slug="club", title="Secret club", allow_anonymous=False)
+        html = self.client.get("/").content.decode()
+        self.assertIn('href="/feeds/demo/"', html)
+        self.assertNotIn("/feeds/club/", html)
+        self.assertNotIn("Secret club", html)
+        self.assertNotIn("members only", html)
+        self.client.force_login(get_user_model().objects.create_user("reader"))
+        html = self.client.get("/").content.decode()
+        self.assertIn('href="/feeds/club/"', html)
+        self.assertIn("Secret club", html)
+        self.assertIn("members only", html)
 
 
 @override_settings(FEED_PAGE_SIZE=5)
