@@ -6,6 +6,11 @@ library costs several times more CPU per frame, and on a 2-core machine the gene
 the cores with the servers it measures, so every microsecond per delivery counts.
 Each delivery is recorded as (seq, receive time) per connection; time.monotonic() is the
 system-wide CLOCK_MONOTONIC, comparable between the generator's processes.
+
+Seqs never repeat within a run: the project numbers comments in its database, and for the
+peer (which numbers nothing) one SeqCounter per system numbers every post of every phase. A
+frame whose seq is at or below the phase's floor (the highest seq of the earlier phases)
+belongs to an earlier phase: it is not counted as one of the phase's deliveries.
 """
 from __future__ import annotations
 
@@ -51,6 +56,10 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 class Reader(asyncio.Protocol):
     """One WebSocket reader. Records (seq, receive time) of every comment frame."""
 
+    # Frames of seqs above the floor are the current phase's (`fresh`); one floor per worker
+    # process, set by the orchestrator at the start of each phase.
+    floor = 0
+
     def __init__(self, *, host: str, port: int, path: str, hello: bytes | None) -> None:
         origin = f"http://{host}:{port}"
         self.request = (
@@ -67,6 +76,7 @@ class Reader(asyncio.Protocol):
         self.fragments = bytearray()
         self.seqs = array("q")
         self.times = array("d")
+        self.fresh = 0
         self.other_frames = 0
         self.close_code: int | None = None
         self.closing = False
@@ -163,6 +173,8 @@ class Reader(asyncio.Protocol):
                 return
         self.seqs.append(seq)
         self.times.append(now)
+        if seq > Reader.floor:
+            self.fresh += 1
 
     def abort(self, exc: Exception) -> None:
         if not self.opened.done():
@@ -184,6 +196,7 @@ class Reader(asyncio.Protocol):
         seqs, times = self.seqs.tobytes(), self.times.tobytes()
         self.seqs = array("q")
         self.times = array("d")
+        self.fresh = 0
         return seqs, times
 
 
@@ -229,10 +242,16 @@ class ReaderPool:
         await loop.create_connection(lambda: reader, host, port)
         await reader.opened
 
-    def received(self) -> int:
-        return sum(len(reader.seqs) for reader in self.readers)
+    def received(self) -> dict[str, int]:
+        """Return the frames recorded since the last take: all of them, and those above the floor."""
+        return {"frames": sum(len(reader.seqs) for reader in self.readers),
+                "fresh": sum(reader.fresh for reader in self.readers)}
 
-    def take(self) -> dict[str, Any]:
+    def take(self, floor: int | None = None) -> dict[str, Any]:
+        """Return and forget every connection's frames; with a floor, later frames at or below it
+        (an earlier phase's) are no longer counted as fresh."""
+        if floor is not None:
+            Reader.floor = floor
         return {
             "connections": [reader.take() for reader in self.readers],
             "dropped": sum(1 for reader in self.readers if reader.transport is None or reader.transport.is_closing()),
@@ -274,7 +293,7 @@ async def _serve(conn: Any) -> None:
         elif command == "received":
             result = pool.received()
         elif command == "take":
-            result = pool.take()
+            result = pool.take(args)
         elif command == "close":
             result = await pool.close(**args)
         else:
@@ -282,15 +301,29 @@ async def _serve(conn: Any) -> None:
         conn.send(result)
 
 
+class SeqCounter:
+    """The seqs of a system that numbers nothing itself: one counter per system for the whole
+    run, so that no two phases post the same seq and a late frame is never taken for a new one."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+
 class Poster:
     """Post comments over a few keep-alive HTTP/1.1 connections; record send times by seq."""
 
-    def __init__(self, *, bases: list[tuple[str, int]], path: str, connections: int, numbered: bool) -> None:
+    def __init__(
+        self, *, bases: list[tuple[str, int]], path: str, connections: int, numbering: SeqCounter | None
+    ) -> None:
         self.bases = bases
         self.path = path
         self.connections = connections
-        self.numbered = numbered  # the peer has no database: the poster numbers the comments
-        self.next_seq = 0
+        # The peer has no database: the run's counter numbers its comments (None: the server does).
+        self.numbering = numbering
         self.sent: dict[int, float] = {}
         self.errors: dict[str, int] = {}
         self.response_times: list[float] = []
@@ -311,10 +344,8 @@ class Poster:
             return
         host, port = self.bases[base]
         payload: dict[str, Any] = {"author": "bench", "body": f"load test comment {index}"}
-        seq = None
-        if self.numbered:
-            self.next_seq += 1
-            seq = payload["seq"] = self.next_seq
+        if self.numbering is not None:
+            payload["seq"] = self.numbering.next()
         body = json.dumps(payload).encode()
         request = (
             f"POST {self.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"

@@ -20,8 +20,8 @@ def delivery_stats(
 ) -> dict[str, Any]:
     """Check every connection's frames against the posted seqs; return counts and latencies.
 
-    Frames of seqs not posted in this phase (late ones from an earlier phase) are counted
-    as stale and otherwise ignored.
+    Frames of seqs not posted in this phase (late ones from an earlier phase: seqs are unique
+    for the whole run) are counted as stale and otherwise ignored.
     """
     expected_seqs = set(sent)
     received = duplicated = out_of_order = lost = stale = 0
@@ -76,6 +76,36 @@ def delivery_stats(
     }
 
 
+def late_stats(
+    *, in_time: list[tuple[bytes, bytes]], late: list[tuple[bytes, bytes]], sent: dict[int, float], first_send: float
+) -> dict[str, Any]:
+    """Return what became of a phase's lost frames once the servers went quiet after the drain.
+
+    `in_time` are the frames counted in the phase, `late` those that arrived afterwards, per
+    connection in the same order. `late` counts frames of the phase that arrived after the
+    drain stopped, `never` the phase's frames still missing when the servers went quiet, and
+    `stale` the frames of earlier phases that arrived meanwhile.
+    """
+    if len(in_time) != len(late):
+        raise ValueError(f"{len(in_time)} connections in the phase, {len(late)} after it")
+    combined = [(seqs + late_seqs, times + late_times) for (seqs, times), (late_seqs, late_times) in zip(in_time, late)]
+    before = delivery_stats(connections=in_time, sent=sent, first_send=first_send)
+    after = delivery_stats(connections=combined, sent=sent, first_send=first_send)
+    late_latencies = sorted(
+        at - sent[seq]
+        for seq_bytes, time_bytes in late
+        for seq, at in zip(array("q", seq_bytes), array("d", time_bytes))
+        if seq in sent
+    )
+    return {
+        "late": after["received"] - before["received"],
+        "never": after["lost"],
+        "stale": after["stale"] - before["stale"],
+        "duplicated": after["duplicated"] - before["duplicated"],
+        "late_latency_max_ms": round(late_latencies[-1] * 1000, 1) if late_latencies else None,
+    }
+
+
 def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
         return "–"
@@ -103,12 +133,15 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     row("keep-up: delivered / expected", lambda p: f"{p['keep_up']['received']:,} / {p['keep_up']['expected']:,}")
     row("keep-up: lost / duplicated / out of order",
         lambda p: f"{p['keep_up']['lost']:,} / {p['keep_up']['duplicated']:,} / {p['keep_up']['out_of_order']:,}")
+    row("keep-up: lost frames that came later / never", lambda p: _late(p["keep_up"]))
     row("keep-up: latency p50", lambda p: p["keep_up"]["latency_ms"]["p50"], " ms")
     row("keep-up: latency p99", lambda p: p["keep_up"]["latency_ms"]["p99"], " ms")
     row("keep-up: latency max", lambda p: p["keep_up"]["latency_ms"]["max"], " ms")
     row("full speed: deliveries/s", lambda p: p["full_speed"]["deliveries_per_s"])
     row("full speed: lost / duplicated / out of order",
         lambda p: f"{p['full_speed']['lost']:,} / {p['full_speed']['duplicated']:,} / {p['full_speed']['out_of_order']:,}")
+    row("full speed: lost frames that came later / never", lambda p: _late(p["full_speed"]))
+    row("full speed: stale frames (of earlier phases)", lambda p: p["full_speed"]["stale"])
     row("full speed: latency p99", lambda p: p["full_speed"]["latency_ms"]["p99"], " ms")
     row("full speed: server CPU", lambda p: p["full_speed"]["cpu_percent"]["servers"], " %")
     row("full speed: generator CPU", lambda p: p["full_speed"]["cpu_percent"]["generator"], " %")
@@ -122,6 +155,23 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     row("storm: readers afterwards receive", lambda p: "yes" if p["storm"]["after"]["lost"] == 0 else
         f"no ({p['storm']['after']['lost']:,} lost)")
     return rows
+
+
+def _late(phase: dict[str, Any]) -> str:
+    after = phase["after_drain"]
+    return f"{after['late']:,} / {after['never']:,}"
+
+
+def machine_line(result: dict[str, Any]) -> str:
+    """Return one line on the machine of the run: cores and load averages (1, 5, 15 min) at start and end."""
+    config = result["config"]
+
+    def load(key: str) -> str:
+        values = config.get(key)
+        return " / ".join(f"{v:.2f}" for v in values) if values else "–"
+
+    return (f"{config['cpu_count']} cores, started {result['started_at']}; load average (1 / 5 / 15 min) "
+            f"at start {load('load_average_at_start')}, at end {load('load_average_at_end')}")
 
 
 def markdown_table(rows: list[tuple[str, ...]]) -> str:
@@ -153,9 +203,10 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     config = result["config"]
+    load = config.get("load_average_at_start") or [None]
     fig.suptitle(
         f"Live feed load benchmark — {config['servers']} daphne, {config['cpu_count']} cores "
-        f"({result['started_at'][:16]} UTC)"
+        f"({result['started_at'][:16]} UTC, load average {load[0]} at start)"
     )
 
     ax = axes[0][0]

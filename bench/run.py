@@ -7,7 +7,9 @@ For each system (the project, then the peer) it starts a throwaway redis-server 
 daphne instances, connects readers spread over them, posts comments through the JSON API and
 checks every frame every reader gets. Scenarios: memory (RSS per idle connection), keep-up
 (a steady rate), full speed (as fast as the servers take posts), storm (thousands of
-handshakes at once, then disconnects at once). Writes bench/results/latest.json and
+handshakes at once, then disconnects at once). Seqs are unique for the whole run, and after
+each phase the bench waits (bounded) until the servers go quiet, so no phase is measured
+while the servers still deliver an earlier one, and a late frame counts for no other phase. Writes bench/results/latest.json and
 latest.png, and prints the table. Everything runs on loopback and stops itself.
 """
 from __future__ import annotations
@@ -59,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-stall", type=float, default=10.0, help="stop waiting after this long without a frame")
     parser.add_argument("--drain-max", type=float, default=30.0, help="after posting, wait at most this long for frames")
     parser.add_argument("--post-max", type=float, default=20.0, help="start no post later than this into a phase")
+    parser.add_argument("--quiet-seconds", type=float, default=1.5,
+                        help="between phases: the servers are quiet after this long without a frame and under --quiet-cpu")
+    parser.add_argument("--quiet-cpu", type=float, default=10.0,
+                        help="between phases: CPU %% (100 = one core) of the servers and Redis together that counts as quiet")
+    parser.add_argument("--settle-max", type=float, default=120.0,
+                        help="between phases: wait at most this long for the servers to go quiet")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="stop the whole run after this long")
     parser.add_argument("--database-url", default="", help="PostgreSQL URL (default: a throwaway SQLite file)")
     parser.add_argument("--backlog", type=int, default=4096,
@@ -76,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.drain_max = min(args.drain_max, 15.0)
         args.post_max = min(args.post_max, 10.0)
         args.drain_stall = min(args.drain_stall, 5.0)
+        args.quiet_seconds = min(args.quiet_seconds, 1.0)
+        args.settle_max = min(args.settle_max, 30.0)
     return args
 
 
@@ -136,11 +146,13 @@ class Workers:
             "per_s": round(connected / seconds, 1) if seconds > 0 else None,
         }
 
-    async def received(self) -> int:
-        return sum(await self.call("received"))
+    async def received(self) -> dict[str, int]:
+        """Return the frames since the last take: all, and the current phase's ("fresh": above the floor)."""
+        results = await self.call("received")
+        return {key: sum(r[key] for r in results) for key in ("frames", "fresh")}
 
-    async def take(self) -> dict[str, Any]:
-        results = await self.call("take")
+    async def take(self, floor: int | None = None) -> dict[str, Any]:
+        results = await self.call("take", floor)
         connections = [c for r in results for c in r["connections"]]
         codes: dict[str, int] = {}
         for r in results:
@@ -176,6 +188,9 @@ class System:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stack = Stack(self.workdir)
         self.label = {"project": "project", "peer": "tutorial peer (core layer)"}[name]
+        # One counter for the whole run: the peer's seqs go on from phase to phase.
+        self.numbering = loadgen.SeqCounter() if name == "peer" else None
+        self.posted_seqs: set[int] = set()
 
     def start(self) -> None:
         self.stack.start_redis()
@@ -205,12 +220,19 @@ class System:
     def poster(self) -> loadgen.Poster:
         return loadgen.Poster(
             bases=[(HOST, s.port) for s in self.stack.servers], path=f"/api/feeds/{FEED}/comments/",
-            connections=self.args.post_connections, numbered=self.name == "peer",
+            connections=self.args.post_connections, numbering=self.numbering,
         )
 
+    def record_seqs(self, sent: dict[int, float]) -> int:
+        """Remember a phase's posted seqs; return how many an earlier phase had posted already (should be 0)."""
+        reused = len(self.posted_seqs.intersection(sent))
+        self.posted_seqs.update(sent)
+        return reused
+
     def last_seq(self) -> int:
-        if self.name == "peer":
-            return 0
+        """Return the highest seq posted so far: the run's counter for the peer, the database's for the project."""
+        if self.numbering is not None:
+            return self.numbering.last
         import urllib.request
 
         port = self.stack.servers[0].port
@@ -294,11 +316,14 @@ class Bench:
         return {"cpu_percent": percent, "cpu_percent_per_process": per_process}
 
     async def drain(self, expected_total: int) -> None:
-        """After posting: wait until every expected frame is in, or frames stop coming, or the cap is hit."""
+        """After posting: wait until every expected frame is in, or frames stop coming, or the cap is hit.
+
+        Only the phase's own frames count (seqs above the floor set when the phase began).
+        """
         started = last_change = time.monotonic()
         last = -1
         while True:
-            received = await self.workers.received()
+            received = (await self.workers.received())["fresh"]
             now = time.monotonic()
             if received >= expected_total:
                 return
@@ -309,9 +334,52 @@ class Bench:
                 return
             await asyncio.sleep(0.2)
 
-    async def deliver(self, *, posts: int, rate: float | None, readers: int) -> dict[str, Any]:
-        """Post comments, wait for the frames, check them; return the phase's figures."""
-        await self.workers.take()
+    async def quiet(self, what: str) -> dict[str, Any]:
+        """Wait until the servers have gone quiet; return how long it took and whether they did.
+
+        Quiet: for --quiet-seconds no frame reached a reader and the servers and Redis together
+        used at most --quiet-cpu % of a core. At most --settle-max seconds: a system still busy
+        then is logged and recorded (quiet: false), and the next phase starts anyway.
+        """
+        args = self.args
+        processes = [*self.system.servers_ps, self.system.stack.redis.ps]
+
+        async def sample() -> tuple[float, int, float]:
+            frames = (await self.workers.received())["frames"]
+            return time.monotonic(), frames, sum(cpu_seconds(processes).values())
+
+        started = time.monotonic()
+        mark = first = await sample()
+        while True:
+            await asyncio.sleep(0.25)
+            now, frames, cpu = current = await sample()
+            if frames != mark[1]:
+                mark = current
+            elif now - mark[0] >= args.quiet_seconds:
+                cpu_percent = 100 * (cpu - mark[2]) / (now - mark[0])
+                if cpu_percent <= args.quiet_cpu:
+                    quiet = True
+                    break
+                mark = current
+            if now - started > args.settle_max:
+                quiet = False
+                break
+        result = {"quiet": quiet, "seconds": round(now - started, 1), "frames": frames - first[1],
+                  "cpu_seconds": round(cpu - first[2], 1)}
+        if not quiet or now - started > 5:
+            self.log(f"after {what}: {'quiet' if quiet else 'NOT quiet'} after {result['seconds']} s "
+                     f"({result['frames']:,} more frames, {result['cpu_seconds']} CPU s)")
+        return result
+
+    async def deliver(self, *, name: str, posts: int, rate: float | None, readers: int) -> dict[str, Any]:
+        """Post comments, wait for the frames, check them; return the phase's figures.
+
+        Frames that arrive before the phase posts anything belong to earlier phases: they are
+        stale. After the drain, the servers are given time to go quiet (bounded); what arrives
+        meanwhile is reported as the phase's late frames, and counted in no other phase.
+        """
+        leftover = await self.workers.take(floor=self.system.last_seq())
+        stale_at_start = sum(len(seqs) // 8 for seqs, _ in leftover["connections"])
         poster = self.system.poster()
         cpu_before = self.cpu_snapshot()
         started = time.monotonic()
@@ -322,9 +390,23 @@ class Bench:
         seconds = time.monotonic() - started
         usage = self.cpu_usage(cpu_before, seconds)
         taken = await self.workers.take()
-        stats = report.delivery_stats(connections=taken["connections"], sent=poster.sent, first_send=started)
         if profile:
-            stats["profile"] = self.stop_profile(profile)
+            profile_summary = self.stop_profile(profile)
+        stats = report.delivery_stats(connections=taken["connections"], sent=poster.sent, first_send=started)
+        stats["stale"] += stale_at_start
+        stats["stale_at_start"] = stale_at_start
+        stats["seqs_reused"] = self.system.record_seqs(poster.sent)
+        if stats["seqs_reused"]:
+            self.log(f"{name}: {stats['seqs_reused']} seqs were posted by an earlier phase already")
+        settle = await self.quiet(name)
+        late = await self.workers.take()
+        stats["after_drain"] = {
+            **report.late_stats(in_time=taken["connections"], late=late["connections"], sent=poster.sent,
+                                first_send=started),
+            "settle": settle,
+        }
+        if profile:
+            stats["profile"] = profile_summary
         return {
             **stats, **usage, "posts": posted, "readers_dropped": taken["dropped"], "close_codes": taken["close_codes"],
             "offered_rate": rate, "post_rate": round(posted["posted"] / posted["seconds"], 1) if posted["seconds"] else None,
@@ -369,7 +451,7 @@ class Bench:
 
         self.log("warm-up")
         await self.workers.connect(self.system.reader_urls(10), hello=self.system.hello(), concurrency=10, timeout=30)
-        phases["warm_up"] = await self.deliver(posts=3, rate=None, readers=10)
+        phases["warm_up"] = await self.deliver(name="warm-up", posts=3, rate=None, readers=10)
         await self.workers.close()
         members_baseline = sum(self.system.group_members().values())
         await self.settle_members(0, timeout=5)
@@ -381,27 +463,31 @@ class Bench:
             connect = await self.workers.connect(
                 self.system.reader_urls(args.readers), hello=self.system.hello(), concurrency=200, timeout=60
             )
-            await asyncio.sleep(1.0)  # let the servers finish the handshakes' work before measuring
+            settle = await self.quiet("connecting")  # the handshakes' work done before measuring
             rss_after = rss_bytes(self.system.servers_ps)
             phases["memory"] = {
                 "connect": connect,
                 "rss_before_mb": round(rss_before / 2**20, 1),
                 "rss_after_mb": round(rss_after / 2**20, 1),
                 "kb_per_connection": round((rss_after - rss_before) / 1024 / max(1, connect["connected"]), 1),
+                "settle": settle,
             }
             self.log(f"memory: {phases['memory']['kb_per_connection']} KB per connection, connect {connect}")
             readers = connect["connected"]
             if "keep_up" in scenarios:
                 posts = round(args.keep_up_rate * args.keep_up_seconds)
                 self.log(f"keep-up: {posts} comments at {args.keep_up_rate}/s to {readers:,} readers")
-                phases["keep_up"] = await self.deliver(posts=posts, rate=args.keep_up_rate, readers=readers)
+                phases["keep_up"] = await self.deliver(name="keep-up", posts=posts, rate=args.keep_up_rate,
+                                                      readers=readers)
                 self.log(f"keep-up: {brief(phases['keep_up'])}")
             if "full_speed" in scenarios:
                 self.log(f"full speed: {args.full_speed_posts} comments to {readers:,} readers")
-                phases["full_speed"] = await self.deliver(posts=args.full_speed_posts, rate=None, readers=readers)
+                phases["full_speed"] = await self.deliver(name="full speed", posts=args.full_speed_posts, rate=None,
+                                                         readers=readers)
                 self.log(f"full speed: {brief(phases['full_speed'])}")
             await self.workers.close()
             await self.settle_members(members_baseline, timeout=30)
+            phases["memory"]["settle_after_close"] = await self.quiet("closing the readers")
 
         if "storm" in scenarios:
             phases["storm"] = await self.storm(members_baseline)
@@ -430,7 +516,7 @@ class Bench:
         after_readers = min(100, args.storm_readers)
         await self.workers.connect(self.system.reader_urls(after_readers), hello=self.system.hello(),
                                    concurrency=100, timeout=60)
-        after = await self.deliver(posts=5, rate=None, readers=after_readers)
+        after = await self.deliver(name="after the storm", posts=5, rate=None, readers=after_readers)
         await self.workers.close()
         result = {
             "connect": connect,
@@ -439,7 +525,8 @@ class Bench:
             "groups_after": self.system.group_members(),
             "settle_seconds": round(time.monotonic() - disconnected_at, 1),
             "kb_per_connection": round((rss_after - rss_before) / 1024 / max(1, connect["connected"]), 1),
-            "after": {k: after[k] for k in ("expected", "received", "lost", "duplicated", "out_of_order", "latency_ms")},
+            "after": {k: after[k] for k in ("expected", "received", "lost", "duplicated", "out_of_order", "stale",
+                                            "latency_ms", "after_drain")},
             **usage,
         }
         if connect_profile is not None:
@@ -574,11 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     table = report.markdown_table(report.summary_rows(result))
-    (args.out / "latest.md").write_text(table + "\n")
+    (args.out / "latest.md").write_text(table + "\n\n" + report.machine_line(result) + "\n")
     report.write_chart(result, args.out / "latest.png")
     print()
     print(table)
     print()
+    print(report.machine_line(result))
     print("targets:", json.dumps(result["targets"]))
     print(f"written: {args.out / 'latest.json'}, {args.out / 'latest.png'}, {args.out / 'latest.md'}")
     return 0
