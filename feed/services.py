@@ -100,6 +100,13 @@ def comment_create(
     """
     feed_check_can_post(feed=feed, user=user)
     author, body = comment_validate(feed=feed, author=author, body=body, user=user)
+    return _comment_insert(feed=feed, author=author, body=body, user=user)
+
+
+def _comment_insert(
+    *, feed: Feed, author: str, body: str, user: AbstractBaseUser | AnonymousUser | None
+) -> Comment:
+    """Save a checked and cleaned comment with the feed's next seq; publish it once committed."""
     with transaction.atomic():
         # The row lock serialises posters per feed: seq has no gaps, and comment N
         # commits before comment N+1 can be numbered.
@@ -139,8 +146,8 @@ class IdempotencyKeyReused(Exception):
 
 
 @dataclass(frozen=True)
-class IdempotentResult:
-    """The answer to a post: its status and the comment as JSON (see comment_submit)."""
+class PostResult:
+    """The answer to a post: its status and the comment as JSON, maybe a stored earlier answer."""
 
     status: int
     body: dict[str, Any]
@@ -161,7 +168,7 @@ def _fingerprint(*, feed: Feed, author: str, body: str) -> str:
     return hashlib.sha256(request.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def idempotent_result_find(*, client: str, key: str, feed: Feed, author: str, body: str) -> IdempotentResult | None:
+def idempotent_result_find(*, client: str, key: str, feed: Feed, author: str, body: str) -> PostResult | None:
     """Return the stored answer for (client, key) if it has not expired.
 
     Raise IdempotencyKeyReused if the key was first used with another request.
@@ -174,30 +181,29 @@ def idempotent_result_find(*, client: str, key: str, feed: Feed, author: str, bo
         raise IdempotencyKeyReused(
             "This Idempotency-Key was already used with a different request; use a new key for a new comment."
         )
-    return IdempotentResult(status=record.response_status, body=record.response_body, replayed=True)
+    return PostResult(status=record.response_status, body=record.response_body, replayed=True)
 
 
-def comment_create_idempotent(
+def _comment_insert_once(
     *,
     feed: Feed,
+    request_author: str,
+    request_body: str,
     author: str,
     body: str,
-    user: AbstractBaseUser | AnonymousUser | None = None,
+    user: AbstractBaseUser | AnonymousUser | None,
     client: str,
     key: str,
-) -> IdempotentResult:
+) -> PostResult:
     """Create the comment once per (client, key): a repeat returns the first answer, creating nothing.
 
     The key's row and the comment are saved in one transaction, and (client, key) is unique
     in the database, so concurrent repeats on different instances create one comment: the
     loser's insert fails (or, on PostgreSQL, waits for the winner and then fails) and it
-    returns the winner's answer. Only successes are stored; a post that failed validation
-    or permission checks leaves no key behind and can be retried with the same key.
+    returns the winner's answer. Only successes are stored: a post refused before this
+    leaves no key behind and can be retried with the same key. The request's own author and
+    body identify it (the key's fingerprint); the cleaned ones are saved.
     """
-    idempotency_key_check(key)
-    found = idempotent_result_find(client=client, key=key, feed=feed, author=author, body=body)
-    if found is not None:
-        return found
     try:
         with transaction.atomic():
             # An expired row for this key frees it for a new post.
@@ -207,21 +213,21 @@ def comment_create_idempotent(
             record = IdempotencyKey.objects.create(
                 client=client,
                 key=key,
-                fingerprint=_fingerprint(feed=feed, author=author, body=body),
+                fingerprint=_fingerprint(feed=feed, author=request_author, body=request_body),
                 response_status=201,
                 response_body={},
             )
-            comment = comment_create(feed=feed, author=author, body=body, user=user)
+            comment = _comment_insert(feed=feed, author=author, body=body, user=user)
             record.comment = comment
             record.response_body = comment_as_dict(comment)
             record.save(update_fields=["comment", "response_body"])
     except IntegrityError:
-        found = idempotent_result_find(client=client, key=key, feed=feed, author=author, body=body)
+        found = idempotent_result_find(client=client, key=key, feed=feed, author=request_author, body=request_body)
         if found is None:
             raise
         return found
     transaction.on_commit(idempotency_keys_purge_expired)
-    return IdempotentResult(status=201, body=record.response_body, replayed=False)
+    return PostResult(status=201, body=record.response_body, replayed=False)
 
 
 def comment_submit(
@@ -232,7 +238,7 @@ def comment_submit(
     user: AbstractBaseUser | AnonymousUser | None = None,
     client: str,
     idempotency_key: str | None = None,
-) -> IdempotentResult:
+) -> PostResult:
     """Post a comment for a client: check, validate, count against the rate limit, then create.
 
     The one posting flow of the form and the API. Only a post that would be saved is
@@ -246,13 +252,14 @@ def comment_submit(
         found = idempotent_result_find(client=client, key=idempotency_key, feed=feed, author=author, body=body)
         if found is not None:
             return found
-    comment_validate(feed=feed, author=author, body=body, user=user)
+    cleaned_author, cleaned_body = comment_validate(feed=feed, author=author, body=body, user=user)
     post_rate_limit_check(client=client)
     if idempotency_key is None:
-        comment = comment_create(feed=feed, author=author, body=body, user=user)
-        return IdempotentResult(status=201, body=comment_as_dict(comment), replayed=False)
-    return comment_create_idempotent(
-        feed=feed, author=author, body=body, user=user, client=client, key=idempotency_key
+        comment = _comment_insert(feed=feed, author=cleaned_author, body=cleaned_body, user=user)
+        return PostResult(status=201, body=comment_as_dict(comment), replayed=False)
+    return _comment_insert_once(
+        feed=feed, request_author=author, request_body=body, author=cleaned_author, body=cleaned_body,
+        user=user, client=client, key=idempotency_key,
     )
 
 

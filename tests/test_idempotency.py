@@ -12,18 +12,18 @@ from feed.models import Comment, Feed, IdempotencyKey
 from feed.services import (
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
-    comment_create_idempotent,
+    comment_submit,
 )
 from tests.harness import NO_PROXY, MultiInstanceTestCase
 
 
-class CommentCreateIdempotentTests(TestCase):
+class IdempotentSubmitTests(TestCase):
     def setUp(self):
         self.feed = Feed.objects.create(slug="open", title="Open", allow_anonymous=True)
 
     def post(self, body="hello", *, key="key-1", client="ip:198.51.100.1", author="Ann"):
         with self.captureOnCommitCallbacks(execute=True):
-            return comment_create_idempotent(feed=self.feed, author=author, body=body, client=client, key=key)
+            return comment_submit(feed=self.feed, author=author, body=body, client=client, idempotency_key=key)
 
     def test_a_repeated_key_returns_the_first_answer_and_creates_nothing(self):
         """The second post with the key gets the same comment back, marked as a replay."""
@@ -38,9 +38,9 @@ class CommentCreateIdempotentTests(TestCase):
     def test_a_repeat_publishes_nothing(self):
         """Only the first post is sent to live readers."""
         with self.captureOnCommitCallbacks(execute=False) as first_callbacks:
-            comment_create_idempotent(feed=self.feed, author="Ann", body="x", client="c", key="k")
+            comment_submit(feed=self.feed, author="Ann", body="x", client="c", idempotency_key="k")
         with self.captureOnCommitCallbacks(execute=False) as second_callbacks:
-            comment_create_idempotent(feed=self.feed, author="Ann", body="x", client="c", key="k")
+            comment_submit(feed=self.feed, author="Ann", body="x", client="c", idempotency_key="k")
         self.assertGreaterEqual(len(first_callbacks), 1)
         self.assertEqual(second_callbacks, [])
 
@@ -56,7 +56,7 @@ class CommentCreateIdempotentTests(TestCase):
         self.post("same")
         other = Feed.objects.create(slug="other", title="Other", allow_anonymous=True)
         with self.assertRaises(IdempotencyKeyReused):
-            comment_create_idempotent(feed=other, author="Ann", body="same", client="ip:198.51.100.1", key="key-1")
+            comment_submit(feed=other, author="Ann", body="same", client="ip:198.51.100.1", idempotency_key="key-1")
 
     def test_keys_belong_to_their_client(self):
         """Two clients using the same key string each get their own comment."""
@@ -108,7 +108,7 @@ class ConcurrentIdempotentPostTests(TransactionTestCase):
             try:
                 barrier.wait(timeout=30)
                 results.append(
-                    comment_create_idempotent(feed=feed, author="Ann", body="once", client="c", key="race-key")
+                    comment_submit(feed=feed, author="Ann", body="once", client="c", idempotency_key="race-key")
                 )
             except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
