@@ -11,8 +11,11 @@ from prometheus_client import Counter, Gauge, Histogram
 WS_CONNECTIONS = Gauge(
     "livefeed_ws_connections", "Open WebSocket connections of this process.", ["stream"]
 )
+# Not registered: a counter named X_total is the family X, which the gauge above already is,
+# and prometheus_client refuses the second at import (DuplicateTimeseries), so no module that
+# imports this one could load. Stop-gap for the failsafe-core branch; the coordinator decides.
 WS_CONNECTIONS_TOTAL = Counter(
-    "livefeed_ws_connections_total", "WebSocket connections accepted by this process.", ["stream"]
+    "livefeed_ws_connections_total", "WebSocket connections accepted by this process.", ["stream"], registry=None
 )
 WS_CLOSED_TOTAL = Counter("livefeed_ws_closed_total", "WebSocket connections closed, by close code.", ["code"])
 COMMENTS_CREATED_TOTAL = Counter("livefeed_comments_created_total", "Comments saved through this process.")
