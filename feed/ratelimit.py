@@ -7,6 +7,13 @@ double its rate by posting at the end of one window and the start of the next. E
 is one cache key, created with ``cache.add`` and counted with ``cache.incr``; both are atomic
 in Redis, so every instance sharing the cache enforces one limit.
 
+The limit fails open: when the cache (Redis) refuses, times out or errors, posts are let
+through uncounted rather than refused or failed, since the database, not Redis, is what a
+post needs. Each such post is counted in ``livefeed_rate_limit_backend_failures_total``;
+one warning is logged per outage, and for ``BACKEND_RETRY`` seconds after a failure the
+cache is not tried at all, so a Redis that never answers costs at most one cache timeout
+(``REDIS_SOCKET_TIMEOUT``) per retry period, not one per post.
+
 Written here rather than with django-ratelimit: that library's decorators and its client-IP
 setting fit neither the ninja API nor the trusted-proxy rule below, and its system check
 flags the local-memory cache used when Redis is not configured.
@@ -15,8 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +34,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
+from livefeed.metrics import RATE_LIMIT_FAILURES_TOTAL
+
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
     from django.http import HttpRequest
@@ -32,6 +43,10 @@ if TYPE_CHECKING:
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$", re.IGNORECASE)
 _PERIODS = {"s": 1, "m": 60, "h": 3600}
 _PORT_SUFFIX = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):\d+$")
+# After a cache failure, posts skip the limit this many seconds before the cache is tried again.
+BACKEND_RETRY = 5.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,9 @@ def client_ip(request: HttpRequest) -> str:
     ``TRUSTED_PROXIES`` (addresses or networks) the client is the right-most address in
     X-Forwarded-For + REMOTE_ADDR that is not a trusted proxy; with ``TRUSTED_PROXY_COUNT``
     = n it is the n-th entry from the right of X-Forwarded-For (REMOTE_ADDR if there are
-    fewer, i.e. the request did not come through the proxies).
+    fewer, i.e. the request did not come through the proxies). An entry that is not an IP
+    address counts as REMOTE_ADDR: otherwise a client could become a new one with every
+    request by sending made-up text.
     """
     remote = request.META.get("REMOTE_ADDR", "") or ""
     forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
@@ -93,11 +110,15 @@ def client_ip(request: HttpRequest) -> str:
     if networks:
         for entry in reversed(chain):
             address = _parse_ip(entry)
-            if address is None or not any(address in network for network in networks):
+            if address is None:
+                break  # not an address: made up, so the peer is all that is known
+            if not any(address in network for network in networks):
                 return entry
-        return chain[0]
+        else:
+            return chain[0]
+        return remote
     count = settings.TRUSTED_PROXY_COUNT
-    if count > 0 and len(forwarded) >= count:
+    if count > 0 and len(forwarded) >= count and _parse_ip(forwarded[-count]) is not None:
         return forwarded[-count]
     return remote
 
@@ -142,14 +163,65 @@ def _count(key: str, timeout: int) -> int:
         return cache.incr(key)
 
 
+class _Backend:
+    """Whether the cache failed lately: one warning per outage, and no calls while it is down."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.down = False
+        self.retry_at = 0.0  # time.monotonic()
+
+    def skip(self) -> bool:
+        """Return whether to let a post through without trying the cache (it failed lately)."""
+        with self.lock:
+            return self.down and time.monotonic() < self.retry_at
+
+    def failed(self) -> None:
+        with self.lock:
+            first = not self.down
+            self.down = True
+            self.retry_at = time.monotonic() + BACKEND_RETRY
+        if first:
+            logger.warning(
+                "The rate-limit cache failed; posts are let through uncounted until it answers again "
+                "(livefeed_rate_limit_backend_failures_total counts them)",
+                exc_info=True,
+            )
+
+    def answered(self) -> None:
+        if self.down:
+            with self.lock:
+                was_down, self.down = self.down, False
+            if was_down:
+                logger.info("The rate-limit cache answers again; posts are counted")
+
+
+_backend = _Backend()
+
+
 def rate_limit_hit(*, scope: str, client: str, rate: Rate | None, now: float | None = None) -> RateLimitDecision:
     """Count one action by `client` against `rate` and say whether it is allowed.
 
     A refused action is not counted, so a client that keeps retrying is let through as soon
-    as its rate allows, which is what ``retry_after`` says.
+    as its rate allows, which is what ``retry_after`` says. If the cache fails, the action
+    is allowed (fail open; see the module docstring).
     """
     if rate is None:
         return RateLimitDecision(allowed=True)
+    if _backend.skip():
+        RATE_LIMIT_FAILURES_TOTAL.inc()
+        return RateLimitDecision(allowed=True)
+    try:
+        decision = _rate_limit_count(scope=scope, client=client, rate=rate, now=now)
+    except Exception:  # the cache's errors depend on its backend (redis-py: ConnectionError, TimeoutError)
+        RATE_LIMIT_FAILURES_TOTAL.inc()
+        _backend.failed()
+        return RateLimitDecision(allowed=True)
+    _backend.answered()
+    return decision
+
+
+def _rate_limit_count(*, scope: str, client: str, rate: Rate, now: float | None) -> RateLimitDecision:
     now = time.time() if now is None else now
     period = rate.period
     window = int(now // period)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,9 +26,12 @@ from feed.models import (
 from feed.ratelimit import post_rate_limit_check
 from feed.rendering import comment_as_dict
 from feed.text import clean_body, clean_name
+from livefeed.metrics import COMMENTS_CREATED_TOTAL, PUBLISH_FAILURES_TOTAL
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+logger = logging.getLogger(__name__)
 
 
 class FeedAccessDenied(Exception):
@@ -126,14 +132,31 @@ def _comment_insert(
 
 
 def _publish(comment: Comment) -> None:
-    from notifications.publishing import publish_comment_created
+    """Count the committed comment and publish it; never raise (the comment is saved).
 
-    publish_comment_created(comment)
+    Runs after commit, in the request: an exception here would answer the saved post with
+    a 500, and a client retrying without an Idempotency-Key would post it twice. Readers get
+    an unpublished comment from the database (the hub's backstop).
+    """
+    COMMENTS_CREATED_TOTAL.inc()
+    try:
+        from notifications.publishing import publish_comment_created
+
+        publish_comment_created(comment)
+    except Exception:
+        PUBLISH_FAILURES_TOTAL.inc()
+        logger.exception(
+            "Could not publish comment %s of feed %s; readers get it from the database", comment.seq, comment.feed_id
+        )
 
 
 # --- Idempotent posts ----------------------------------------------------------
 
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
+# Expired keys are purged after an idempotent post at most this often per process.
+IDEMPOTENCY_PURGE_INTERVAL = 300.0
+_purge_lock = threading.Lock()
+_purge_due = 0.0  # time.monotonic() of the next purge
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,%d}$" % IDEMPOTENCY_KEY_MAX_LENGTH)
 
 
@@ -200,9 +223,11 @@ def _comment_insert_once(
     The key's row and the comment are saved in one transaction, and (client, key) is unique
     in the database, so concurrent repeats on different instances create one comment: the
     loser's insert fails (or, on PostgreSQL, waits for the winner and then fails) and it
-    returns the winner's answer. Only successes are stored: a post refused before this
-    leaves no key behind and can be retried with the same key. The request's own author and
-    body identify it (the key's fingerprint); the cleaned ones are saved.
+    returns the winner's answer. The post is counted against the rate limit only once its
+    key row is in, so a racing repeat never takes a slot; over the limit, RateLimited rolls
+    the key back. Only successes are stored: a post refused before or here leaves no key
+    behind and can be retried with the same key. The request's own author and body
+    identify it (the key's fingerprint); the cleaned ones are saved.
     """
     try:
         with transaction.atomic():
@@ -217,17 +242,38 @@ def _comment_insert_once(
                 response_status=201,
                 response_body={},
             )
+            post_rate_limit_check(client=client)
             comment = _comment_insert(feed=feed, author=author, body=body, user=user)
             record.comment = comment
             record.response_body = comment_as_dict(comment)
             record.save(update_fields=["comment", "response_body"])
+            if _purge_is_due():
+                transaction.on_commit(_purge_expired_keys_quietly)
     except IntegrityError:
         found = idempotent_result_find(client=client, key=key, feed=feed, author=request_author, body=request_body)
         if found is None:
             raise
         return found
-    transaction.on_commit(idempotency_keys_purge_expired)
     return PostResult(status=201, body=record.response_body, replayed=False)
+
+
+def _purge_is_due() -> bool:
+    """Return True at most once per IDEMPOTENCY_PURGE_INTERVAL in this process."""
+    global _purge_due
+    now = time.monotonic()
+    with _purge_lock:
+        if now < _purge_due:
+            return False
+        _purge_due = now + IDEMPOTENCY_PURGE_INTERVAL
+        return True
+
+
+def _purge_expired_keys_quietly() -> None:
+    # After commit: the post is saved, so a failed purge is logged, never answered with a 500.
+    try:
+        idempotency_keys_purge_expired()
+    except Exception:
+        logger.warning("Could not purge expired idempotency keys; the next post retries later", exc_info=True)
 
 
 def comment_submit(
@@ -243,7 +289,7 @@ def comment_submit(
 
     The one posting flow of the form and the API. Only a post that would be saved is
     counted: PostingNotAllowed and ValidationError are raised before counting, and a repeat
-    of an idempotent post gets the stored answer uncounted. Raises RateLimited over the
+    of an idempotent post, or a concurrent duplicate of it, gets the stored answer uncounted. Raises RateLimited over the
     limit, and IdempotencyKeyInvalid / IdempotencyKeyReused for a bad key.
     """
     feed_check_can_post(feed=feed, user=user)
@@ -253,8 +299,8 @@ def comment_submit(
         if found is not None:
             return found
     cleaned_author, cleaned_body = comment_validate(feed=feed, author=author, body=body, user=user)
-    post_rate_limit_check(client=client)
     if idempotency_key is None:
+        post_rate_limit_check(client=client)
         comment = _comment_insert(feed=feed, author=cleaned_author, body=cleaned_body, user=user)
         return PostResult(status=201, body=comment_as_dict(comment), replayed=False)
     return _comment_insert_once(

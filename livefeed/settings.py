@@ -22,6 +22,17 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_number(name: str, default: float, kind: type = float) -> float:
+    """Return the variable as a number (`kind`: int or float); a malformed value names the variable."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be {'an integer' if kind is int else 'a number'}, not {value!r}.") from None
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -121,17 +132,31 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: channel layer and shared cache ----------------------------------
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Seconds to wait for a TCP connection to Redis (cache and channel layer), and for any
+# answer of the cache (the rate limit). A post never waits longer on Redis than these: the
+# rate limit fails open (feed.ratelimit) and publishing does not hold up the post.
+REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 0.5)
+REDIS_SOCKET_TIMEOUT = env_number("REDIS_SOCKET_TIMEOUT", 0.5)
+# The channel layer's reads: its receive blocks in BZPOPMIN for up to 5 s
+# (channels_redis.core.RedisChannelLayer.brpop_timeout), so its socket timeout must be longer
+# or every idle receive would fail (checked at start-up, livefeed.checks). Its calls on the
+# live path are bounded separately (LIVE_UPDATES layer_timeout).
+CHANNEL_LAYER_SOCKET_TIMEOUT = env_number("CHANNEL_LAYER_SOCKET_TIMEOUT", 15.0)
+CHANNEL_LAYER_CAPACITY = env_number("CHANNEL_LAYER_CAPACITY", 10000, int)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout by default, exactly as long as
-                # channels_redis blocks in BZPOPMIN: idle receives would time out. Connects fail
-                # fast so a post never waits long on a Redis that is down.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 2}],
-                "capacity": int(os.environ.get("CHANNEL_LAYER_CAPACITY", "10000")),
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT,
+                        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+                    }
+                ],
+                "capacity": CHANNEL_LAYER_CAPACITY,
                 "expiry": 60,
                 # Hubs re-add their memberships every 30 s (membership_refresh), so one left
                 # behind by a failed group_discard (Redis away, a killed process) goes in 2 min.
@@ -143,6 +168,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+                "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            },
         }
     }
 else:
@@ -159,11 +188,12 @@ FEED_PAGE_SIZE = int(os.environ.get("FEED_PAGE_SIZE", "50"))
 
 # --- Live updates (WebSocket) ---------------------------------------------------
 # Tunables of notifications.hub; every key and its default is in notifications/conf.py.
+# Values that would break a guarantee stop the server at start-up (livefeed.checks).
 LIVE_UPDATES = {
-    "check_interval": float(os.environ.get("WS_CHECK_INTERVAL", "1.0")),
-    "slow_reader_max_bytes": int(os.environ.get("WS_SLOW_READER_MAX_BYTES", str(1024 * 1024))),
-    "slow_reader_timeout": float(os.environ.get("WS_SLOW_READER_TIMEOUT", "10")),
-    "shutdown_grace": float(os.environ.get("WS_SHUTDOWN_GRACE", "3")),
+    "check_interval": env_number("WS_CHECK_INTERVAL", 1.0),
+    "slow_reader_max_bytes": env_number("WS_SLOW_READER_MAX_BYTES", 1024 * 1024, int),
+    "slow_reader_timeout": env_number("WS_SLOW_READER_TIMEOUT", 10.0),
+    "shutdown_grace": env_number("WS_SHUTDOWN_GRACE", 3.0),
 }
 
 # --- Auth, i18n, static -------------------------------------------------------
@@ -215,12 +245,12 @@ if env_bool("TRUST_X_FORWARDED_PROTO", False):
 # The client address behind load balancers (rate limits): how many proxies in front of the
 # app append to X-Forwarded-For, or which addresses/networks they have. Neither set: only the
 # socket peer counts and X-Forwarded-For, which anyone can send, is ignored.
-TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+TRUSTED_PROXY_COUNT = env_number("TRUSTED_PROXY_COUNT", 0, int)
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 
 # A members-only feed's WebSocket re-reads its session this often and closes (4401) once
 # the session has ended (notifications.session_watch).
-WS_SESSION_CHECK_INTERVAL = float(os.environ.get("WS_SESSION_CHECK_INTERVAL", "30"))
+WS_SESSION_CHECK_INTERVAL = env_number("WS_SESSION_CHECK_INTERVAL", 30.0)
 
 # No inline script or style anywhere: htmx is configured (htmx-config meta tag) to need neither.
 # connect-src also gets ws:// and wss:// of the requested host (livefeed.security).

@@ -4,6 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+# The checks each feed remembers (notifications.hub.FeedState.reported): a stall is filled
+# once a check older than lag_grace is among them, so lag_grace must stay below
+# (CHECK_HISTORY - 1) * check_interval.
+CHECK_HISTORY = 16
+# lag_grace, when not set, is this fraction of check_interval: comments the database showed
+# at one check and still undelivered at the next are filled.
+LAG_GRACE_FRACTION = 0.75
+
 
 @dataclass(frozen=True)
 class LiveSettings:
@@ -12,7 +20,9 @@ class LiveSettings:
     # How long a seq missing behind a newer live event may stay missing before the database fills it.
     gap_grace: float = 0.1
     # How long a comment the database showed may stay undelivered (in flight on the live path)
-    # before it is read from the database: with the default check_interval, until the next check.
+    # before it is read from the database: until the next check. Unless set, 3/4 of
+    # check_interval (see live_settings); it must stay below what the hub remembers of its
+    # checks, CHECK_HISTORY - 1 intervals, or the database never fills a stall.
     lag_grace: float = 0.75
     # A live event arriving within this many seconds of the previous delivery to the feed's
     # readers waits for the rest of it, so events in quick succession reach each reader in one
@@ -41,7 +51,11 @@ class LiveSettings:
 
 
 def live_settings() -> LiveSettings:
-    """Return the defaults overridden by the LIVE_UPDATES setting (a dict of field names)."""
+    """Return the defaults overridden by the LIVE_UPDATES setting (a dict of field names).
+
+    ``lag_grace`` follows ``check_interval`` unless it is set itself. The values are
+    validated at start-up (livefeed.checks), not here.
+    """
     from django.conf import settings
 
     overrides: dict[str, Any] = dict(getattr(settings, "LIVE_UPDATES", {}) or {})
@@ -49,4 +63,9 @@ def live_settings() -> LiveSettings:
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"Unknown LIVE_UPDATES keys: {sorted(unknown)}")
+    if "lag_grace" not in overrides and "check_interval" in overrides:
+        try:
+            overrides["lag_grace"] = LAG_GRACE_FRACTION * float(overrides["check_interval"])
+        except (TypeError, ValueError):
+            pass  # reported by the start-up check
     return replace(LiveSettings(), **overrides)

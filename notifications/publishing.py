@@ -11,6 +11,7 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 from feed.models import Comment
+from livefeed.metrics import EVENTS_PUBLISHED_TOTAL, PUBLISH_FAILURES_TOTAL
 from notifications.conf import live_settings
 from notifications.events import comment_created_event, feed_group_name
 
@@ -31,13 +32,17 @@ def publish_comment_created(comment: Comment) -> None:
     (daphne) the send is scheduled on the server's event loop and the post does not wait for
     it; elsewhere (management commands, tests) it is sent before returning. Either way the
     send is bounded by ``layer_timeout``, a failure is logged, and after a failure posts skip
-    publishing for ``publish_backoff`` seconds.
+    publishing for ``publish_backoff`` seconds. Events sent are counted in
+    ``livefeed_events_published_total``, events not sent (failed or skipped) in
+    ``livefeed_publish_failures_total``. Raises only if the event cannot be rendered; the
+    caller (feed.services, after commit) logs and counts that.
     """
     layer = get_channel_layer()
     if layer is None:
         return
     conf = live_settings()
     if time.monotonic() < _skip_until:
+        PUBLISH_FAILURES_TOTAL.inc()
         logger.debug("Not publishing comment %s of feed %s: the layer failed recently", comment.seq, comment.feed_id)
         return
     # Rendered here, in the request's thread: the event loop never touches the database.
@@ -48,6 +53,7 @@ def publish_comment_created(comment: Comment) -> None:
         try:
             async_to_sync(send.run)()
         except Exception:  # run() logs its own failures; this is async_to_sync failing
+            PUBLISH_FAILURES_TOTAL.inc()
             logger.warning("Could not publish comment %s of feed %s", comment.seq, comment.feed_id, exc_info=True)
         return
     loop.call_soon_threadsafe(send.schedule)
@@ -93,9 +99,12 @@ class _Send:
             await asyncio.wait_for(self.layer.group_send(self.group, self.event), self.conf.layer_timeout)
         except Exception:
             self._failed("the channel layer failed", exc_info=True)
+        else:
+            EVENTS_PUBLISHED_TOTAL.inc()
 
     def _failed(self, why: str, *, exc_info: bool) -> None:
         global _skip_until
+        PUBLISH_FAILURES_TOTAL.inc()
         _skip_until = time.monotonic() + self.conf.publish_backoff
         logger.warning(
             "Could not publish comment %s of feed %s (%s); readers will catch up from the database",
