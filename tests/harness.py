@@ -12,6 +12,9 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
     ``command(*args) -> bytes`` (first reply line, e.g. ``b":2"``), ``log() -> str``.
     Never touches the shared server at 6379.
 
+``RedisServer`` and ``DaphneInstance`` also have ``paused()``, a context manager that
+    freezes the process (SIGSTOP) for the block.
+
 ``DaphneInstance(name, *, redis_url, database_url, env=None)``
     A real ``daphne livefeed.asgi:application`` process on a free loopback port, with
     ``REDIS_URL``, ``DATABASE_URL``, ``DEBUG=1``, ``SECRET_KEY``, ``FEED_POST_RATE=off`` and
@@ -22,12 +25,23 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
     ``ws_url(slug, json=False)``, ``rss() -> bytes``, ``log(tail) -> str``, and
     ``log_offset()`` / ``log_since(offset)`` for what it wrote in between.
 
+``SilentServer()``
+    A loopback TCP server that accepts every connection and never answers (nor closes):
+    a Redis that hangs. ``start()``, ``stop()``, ``port``, ``url``
+    (``redis://127.0.0.1:<port>/0``), ``connections`` (how many it accepted). For a Redis
+    that hangs after having answered, freeze a ``RedisServer`` with ``paused()`` (SIGSTOP):
+    the kernel still accepts its connections and nothing answers them.
+
 ``subprocess_database_url() -> str``
     The ``DATABASE_URL`` of the database this (test) process uses: the test runner's SQLite
     file or PostgreSQL database once it has been set up.
 
 ``post_comment(instance, slug, *, author, body, headers=None, timeout=30) -> (status, json)``
     ``POST /api/feeds/<slug>/comments/`` on one instance.
+
+``post_form(instance, slug, *, author, body, timeout=30) -> (status, location)``
+    The page's form post without JavaScript: reads the page for its CSRF token, then
+    ``POST /feeds/<slug>/comments/`` (redirects are not followed; 303 on success).
 
 ``FeedReader(instance, slug, *, json=True)``
     A real WebSocket client (``websockets``, sync API) of ``/ws/feeds/<slug>/``; a background
@@ -262,6 +276,55 @@ class RedisServer(_Process):
         self.start()
 
 
+class SilentServer:
+    """A loopback TCP server that accepts connections and never answers: a hung Redis."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+        self._listener: socket.socket | None = None
+        self._accepted: list[socket.socket] = []
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Listen on a free loopback port and hold every connection open, unanswered."""
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(512)
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, name="silent-server", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed by stop()
+                return
+            self._accepted.append(conn)
+            self.connections += 1
+
+    def stop(self) -> None:
+        """Close the listener and every connection it accepted."""
+        if self._listener is not None:
+            # shutdown() wakes the accept() of the thread, close() alone does not on Linux.
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+        if self._thread is not None:
+            self._thread.join(5)
+        for conn in self._accepted:
+            conn.close()
+        self._accepted.clear()
+
+
 def subprocess_database_url() -> str:
     """Return a DATABASE_URL for the database this process uses now (the test database in tests)."""
     db = connection.settings_dict
@@ -359,6 +422,31 @@ def post_comment(
         return status, jsonlib.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def post_form(instance: DaphneInstance, slug: str, *, author: str, body: str, timeout: float = 30) -> tuple[int, str]:
+    """Post the feed page's form like a browser without JavaScript; return (status, Location)."""
+    import http.cookiejar
+
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect
+    )
+    with opener.open(instance.http_url(f"/feeds/{slug}/"), timeout=timeout) as response:
+        page = response.read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token is not None, "no CSRF token on the page"
+    data = urllib.parse.urlencode({"csrfmiddlewaretoken": token.group(1), "author": author, "body": body}).encode()
+    request = urllib.request.Request(instance.http_url(f"/feeds/{slug}/comments/"), data=data, method="POST")
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, response.headers.get("Location", "")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Location", "")
 
 
 def comment_seqs(frame: str | bytes) -> list[int]:

@@ -8,15 +8,31 @@ import json
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
+
+from django.test import TransactionTestCase
 
 from feed.models import Comment
-from tests.harness import MultiInstanceTestCase, post_comment, wait_until
+from tests.harness import (
+    DaphneInstance,
+    FeedReader,
+    MultiInstanceTestCase,
+    SilentServer,
+    post_comment,
+    post_form,
+    subprocess_database_url,
+    wait_until,
+)
 
 DELIVERY_TIMEOUT = 20  # generous for a loaded 2-core machine; tighter limits are asserted on measured times
 STALLED_READERS = 3
 MAX_STALL_POSTS = 1200
 RSS_GROWTH_LIMIT = 40 * 2**20
 SHUTDOWN_GRACE = 3  # seconds daphne gives open sockets to complete the 1012 close
+POST_DEADLINE = 2.0  # every post is answered within this, Redis or not
+# The harness switches the rate limit off for delivery tests; fault tests run with the default.
+DEFAULT_POST_RATE = {"FEED_POST_RATE": "30/m"}
+RATE_LIMIT_OUTAGE_WARNING = "The rate-limit cache failed"
 
 
 class MultiInstanceTestMixin:
@@ -289,3 +305,120 @@ class DroppedEventsTests(MultiInstanceTestMixin, MultiInstanceTestCase):
             "over capacity" in a.log_since(0),
             f"the channel layer dropped nothing, so the fill from the database went untested\n{self.diagnostics()}",
         )
+
+
+class PostsWithoutRedisMixin:
+    """Posts through the API and the form, each timed and checked (201, 303) against POST_DEADLINE."""
+
+    def post_in_time(self, instance, body):
+        started = time.monotonic()
+        status, data = post_comment(instance, self.slug, author="tester", body=body, timeout=30)
+        took = time.monotonic() - started
+        self.assertEqual(status, 201, f"POST via {instance.name} answered {status}: {data}\n{self.diagnostics()}")
+        self.assertLess(took, POST_DEADLINE, f"POST via {instance.name} took {took:.2f} s\n{self.diagnostics()}")
+        return data
+
+    def form_post_in_time(self, instance, body):
+        started = time.monotonic()
+        status, location = post_form(instance, self.slug, author="tester", body=body)
+        took = time.monotonic() - started
+        self.assertEqual(status, 303, f"form POST via {instance.name} answered {status}\n{self.diagnostics()}")
+        self.assertLess(took, POST_DEADLINE, f"form POST via {instance.name} took {took:.2f} s\n{self.diagnostics()}")
+        return location
+
+
+class RedisFaultMixin(PostsWithoutRedisMixin, MultiInstanceTestMixin):
+    """Redis lost, rate limit on: every post is answered 201 within 2 s and saved, and readers
+    get it from the database. One outage per class: the instances start without one behind them."""
+
+    instance_env = DEFAULT_POST_RATE
+
+    def setUp(self):
+        super().setUp()
+        self.slug = f"fault-{self._testMethodName[5:40].replace('_', '-')}"
+        self.feed = self.make_feed(self.slug)
+        self.a, self.b = self.instances
+
+    @contextmanager
+    def redis_stopped(self):
+        self.redis.stop()
+        try:
+            yield
+        finally:
+            self.redis.start()
+
+    def check_posts_and_delivery_during(self, outage):
+        readers = [self.reader(instance, self.slug, json=json) for instance in (self.a, self.b) for json in (True, False)]
+        for index in range(3):
+            self.post(self.a, self.slug, f"before the outage {index}")
+        for reader in readers:
+            reader.wait_for_seq(3, DELIVERY_TIMEOUT)
+        offsets = {instance: instance.log_offset() for instance in self.instances}
+
+        with outage():
+            for index in range(6):
+                self.post_in_time((self.a, self.b)[index % 2], f"during the outage {index}")
+            for instance in self.instances:
+                self.form_post_in_time(instance, f"form post via {instance.name} during the outage")
+            self.assertEqual(Comment.objects.filter(feed=self.feed).count(), 11)
+            # A reader that connects during the outage is served too (joining the group times out).
+            late = self.reader(self.b, self.slug, json=True)
+            # Delivered before Redis is back: the database backstop.
+            for reader in [*readers, late]:
+                reader.wait_for_seq(11, DELIVERY_TIMEOUT)
+
+        for instance in self.instances:
+            log = instance.log_since(offsets[instance])
+            self.assertEqual(
+                log.count(RATE_LIMIT_OUTAGE_WARNING), 1, f"one rate-limit warning per outage on {instance.name}:\n{log}"
+            )
+        self.assertEveryReaderGetsAll([*readers, late], 11, via=self.a)
+        self.assertEqual([reader for reader in readers if reader.closed.is_set()], [], "readers were disconnected")
+
+
+class RefusedRedisTests(RedisFaultMixin, MultiInstanceTestCase):
+    def test_posts_answer_in_time_and_reach_readers_while_redis_refuses_connections(self):
+        """Redis stopped: API and form posts on both instances answer in time, are saved and delivered."""
+        self.check_posts_and_delivery_during(self.redis_stopped)
+
+
+class SilentRedisTests(RedisFaultMixin, MultiInstanceTestCase):
+    def test_posts_answer_in_time_and_reach_readers_while_redis_accepts_but_never_answers(self):
+        """Redis frozen (SIGSTOP: connections accepted, nothing answered): the same holds."""
+        self.check_posts_and_delivery_during(self.redis.paused)
+
+
+class SilentRedisFromTheStartTests(PostsWithoutRedisMixin, TransactionTestCase):
+    """An instance whose REDIS_URL points at a server that accepts connections and never answers."""
+
+    def diagnostics(self):
+        return f"--- {self.instance.name} log:\n{self.instance.log(3000)}"
+
+    def test_posts_answer_in_time_and_reach_a_reader_from_the_database(self):
+        """With the default rate limit, API and form posts answer in time; a reader gets them from the database."""
+        silent = SilentServer()
+        silent.start()
+        self.addCleanup(silent.stop)
+        self.instance = DaphneInstance(
+            "S", redis_url=silent.url, database_url=subprocess_database_url(), env=DEFAULT_POST_RATE
+        )
+        self.addCleanup(self.instance.close_log)
+        self.addCleanup(self.instance.kill)
+        self.instance.start()
+        self.instance.wait_ready()
+        from feed.models import Feed
+
+        self.slug = "silent"
+        Feed.objects.create(slug=self.slug, title="Silent", allow_anonymous=True)
+        reader = FeedReader(self.instance, self.slug, json=True).connect(resume_after=0)
+        self.addCleanup(reader.close)
+
+        for index in range(4):
+            self.post_in_time(self.instance, f"api {index}")
+        self.form_post_in_time(self.instance, "form")
+
+        self.assertEqual(Comment.objects.filter(feed__slug=self.slug).count(), 5)
+        reader.wait_for_seq(5, DELIVERY_TIMEOUT)
+        self.assertEqual(reader.seqs, [1, 2, 3, 4, 5])
+        self.assertGreater(silent.connections, 0, "the instance never tried Redis")
+        self.assertEqual(self.instance.log_since(0).count(RATE_LIMIT_OUTAGE_WARNING), 1, self.diagnostics())
