@@ -1,7 +1,9 @@
 """Posting rate limits: the rate setting, who a client is, counting in a real Redis, the API and form."""
 import json
+import time
 import urllib.error
 import urllib.request
+import uuid
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -11,6 +13,7 @@ from django.test import RequestFactory, SimpleTestCase, TestCase, override_setti
 from feed.auth import api_token_issue
 from feed.models import Comment, Feed
 
+from feed import ratelimit
 from feed.ratelimit import (
     Rate,
     client_bucket,
@@ -20,7 +23,8 @@ from feed.ratelimit import (
     post_rate_limit_hit,
     rate_limit_hit,
 )
-from tests.harness import NO_PROXY, MultiInstanceTestCase, RedisServer
+from livefeed.metrics import RATE_LIMIT_FAILURES_TOTAL
+from tests.harness import NO_PROXY, MultiInstanceTestCase, RedisServer, SilentServer, free_port
 
 
 class ParseRateTests(SimpleTestCase):
@@ -82,6 +86,21 @@ class ClientIpTests(SimpleTestCase):
         """A client talking to the server directly is itself, whatever X-Forwarded-For says."""
         request = self.request(remote="198.51.100.9", forwarded="10.0.0.5")
         self.assertEqual(client_ip(request), "198.51.100.9")
+
+    @override_settings(TRUSTED_PROXY_COUNT=1, TRUSTED_PROXIES=[])
+    def test_a_forwarded_entry_that_is_no_address_counts_as_the_peer(self):
+        """Made-up text in X-Forwarded-For cannot make a client new: the peer address counts instead."""
+        for made_up in ("not-an-ip-1", "not-an-ip-2", "unknown", "999.1.1.1", "_hidden"):
+            request = self.request(remote="192.0.2.7", forwarded=f"198.51.100.1, {made_up}")
+            self.assertEqual(client_ip(request), "192.0.2.7", made_up)
+
+    @override_settings(TRUSTED_PROXY_COUNT=0, TRUSTED_PROXIES=["10.0.0.0/8"])
+    def test_with_trusted_proxy_networks_a_made_up_entry_counts_as_the_peer(self):
+        """Behind trusted proxies, the first untrusted entry must be an address, else the peer counts."""
+        request = self.request(remote="10.0.0.2", forwarded="not-an-ip-3, 10.0.0.9")
+        self.assertEqual(client_ip(request), "10.0.0.2")
+        request = self.request(remote="10.0.0.2", forwarded="not-an-ip-4, 203.0.113.5, 10.0.0.9")
+        self.assertEqual(client_ip(request), "203.0.113.5")
 
     def test_ipv6_clients_share_a_bucket_per_64_network(self):
         """One IPv6 subscriber holds a /64: addresses in it count as one client; IPv4 stays per address."""
@@ -195,6 +214,68 @@ class RateLimitHitTests(SimpleTestCase):
         """FEED_POST_RATE=2/m allows two posts a minute per client."""
         results = [post_rate_limit_hit(client="a", now=6000 + i).allowed for i in range(3)]
         self.assertEqual(results, [True, True, False])
+
+
+class FailOpenTests(SimpleTestCase):
+    """A cache (Redis) that fails lets posts through uncounted, quickly, with one warning per outage."""
+
+    def setUp(self):
+        ratelimit._backend = ratelimit._Backend()
+        self.addCleanup(setattr, ratelimit, "_backend", ratelimit._Backend())
+
+    def redis_cache(self, url):
+        return override_settings(
+            CACHES={
+                "default": {
+                    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                    "LOCATION": url,
+                    "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+                }
+            }
+        )
+
+    def failures(self):
+        return RATE_LIMIT_FAILURES_TOTAL._value.get()
+
+    def test_posts_are_allowed_and_counted_as_failures_when_redis_refuses_connections(self):
+        """Nothing listening: every post is allowed, each counted in the metric, one warning logged."""
+        before = self.failures()
+        with self.redis_cache(f"redis://127.0.0.1:{free_port()}/0"):
+            with self.assertLogs("feed.ratelimit", "WARNING") as logs:
+                decisions = [rate_limit_hit(scope="t", client="a", rate=Rate(1, 60)) for _ in range(5)]
+        self.assertEqual([decision.allowed for decision in decisions], [True] * 5)
+        self.assertEqual(self.failures() - before, 5)
+        self.assertEqual(len(logs.output), 1, logs.output)
+
+    def test_a_redis_that_never_answers_costs_one_timeout_per_retry_period(self):
+        """A silent Redis: the first post waits for the socket timeout, the next ones not at all."""
+        silent = SilentServer()
+        silent.start()
+        self.addCleanup(silent.stop)
+        with self.redis_cache(silent.url), self.assertLogs("feed.ratelimit", "WARNING"):
+            started = time.monotonic()
+            self.assertTrue(rate_limit_hit(scope="t", client="a", rate=Rate(1, 60)).allowed)
+            first = time.monotonic() - started
+            started = time.monotonic()
+            for _ in range(20):
+                self.assertTrue(rate_limit_hit(scope="t", client="a", rate=Rate(1, 60)).allowed)
+            rest = time.monotonic() - started
+        self.assertLess(first, 1.5)
+        self.assertLess(rest, 0.2)
+
+    def test_counting_resumes_once_the_cache_answers_again(self):
+        """After the retry period the cache is tried again and the limit holds again."""
+        redis = RedisServer()
+        with self.redis_cache(redis.url):
+            with self.assertLogs("feed.ratelimit", "WARNING"):
+                self.assertTrue(rate_limit_hit(scope="t", client="a", rate=Rate(1, 60)).allowed)
+            redis.start()
+            self.addCleanup(redis.stop)
+            ratelimit._backend.retry_at = 0.0  # the retry period is over
+            with self.assertLogs("feed.ratelimit", "INFO") as logs:
+                decisions = [rate_limit_hit(scope="t", client="a", rate=Rate(1, 60)).allowed for _ in range(2)]
+        self.assertEqual(decisions, [True, False])
+        self.assertIn("answers again", logs.output[0])
 
 
 @override_settings(FEED_POST_RATE="3/m", TRUSTED_PROXY_COUNT=0, TRUSTED_PROXIES=[])
@@ -336,3 +417,22 @@ class RateLimitAcrossInstancesTests(MultiInstanceTestCase):
         self.assertEqual((status, error["error"]), (429, "too_many_requests"))
         self.assertGreaterEqual(int(headers["Retry-After"]), 1)
         self.assertEqual(Comment.objects.filter(feed__slug="shared-limit").count(), 4)
+
+
+class ForwardedGarbageThroughTheServerTests(MultiInstanceTestCase):
+    """One daphne instance behind a (pretended) proxy, with the default rate limit."""
+
+    instance_count = 1
+    # The harness turns the rate limit off; this runs with the default and one trusted proxy.
+    instance_env = {"FEED_POST_RATE": "30/m", "TRUSTED_PROXY_COUNT": "1"}
+
+    def test_made_up_forwarded_addresses_do_not_escape_the_limit(self):
+        """40 posts, each claiming a new made-up X-Forwarded-For: the peer's 30 a minute hold."""
+        self.make_feed("garbage")
+        statuses = [
+            post_with_headers(self.instances[0], "garbage", f"p{i}", {"X-Forwarded-For": f"not-an-ip-{uuid.uuid4()}"})[0]
+            for i in range(40)
+        ]
+        self.assertEqual(statuses.count(201), 30, f"{statuses}\n{self.diagnostics()}")
+        self.assertEqual(statuses[30:], [429] * 10)
+        self.assertEqual(Comment.objects.filter(feed__slug="garbage").count(), 30)
