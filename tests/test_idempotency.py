@@ -3,18 +3,22 @@ import json
 import threading
 import urllib.request
 from datetime import timedelta
+from unittest import mock
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import TestCase, TransactionTestCase, override_settings
 
+from feed import services
 from feed.models import Comment, Feed, IdempotencyKey
+from feed.ratelimit import RateLimited
 from feed.services import (
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
     comment_submit,
 )
-from tests.harness import NO_PROXY, MultiInstanceTestCase
+from tests.harness import NO_PROXY, MultiInstanceTestCase, post_comment
 
 
 class IdempotentSubmitTests(TestCase):
@@ -93,6 +97,83 @@ class IdempotentSubmitTests(TestCase):
             with self.subTest(key=key), self.assertRaises(IdempotencyKeyInvalid):
                 self.post(key=key)
         self.assertFalse(Comment.objects.exists())
+
+
+class IdempotencyPurgeTests(TestCase):
+    """Expired keys are purged after commit, at most once per interval per process."""
+
+    def setUp(self):
+        self.feed = Feed.objects.create(slug="open", title="Open", allow_anonymous=True)
+        services._purge_due = 0.0
+        self.addCleanup(setattr, services, "_purge_due", 0.0)
+
+    def post(self, key):
+        return comment_submit(feed=self.feed, author="Ann", body=key, client="ip:198.51.100.1", idempotency_key=key)
+
+    def test_the_purge_runs_on_commit_at_most_once_per_interval(self):
+        """The first idempotent post registers the purge on commit; the next ones in the interval do not."""
+        with mock.patch.object(services, "idempotency_keys_purge_expired") as purge:
+            with self.captureOnCommitCallbacks(execute=False) as first:
+                self.post("k1")
+            purge.assert_not_called()  # not run in the request before commit
+            for callback in first:
+                callback()
+            self.assertEqual(purge.call_count, 1)
+            with self.captureOnCommitCallbacks(execute=True):
+                self.post("k2")
+                self.post("k3")
+            self.assertEqual(purge.call_count, 1)
+            services._purge_due = 0.0  # the interval is over
+            with self.captureOnCommitCallbacks(execute=True):
+                self.post("k4")
+            self.assertEqual(purge.call_count, 2)
+
+    def test_a_failing_purge_does_not_fail_the_saved_post(self):
+        """The purge runs after commit: its failure is logged, the post is answered."""
+        with mock.patch.object(services, "idempotency_keys_purge_expired", side_effect=RuntimeError("db away")):
+            with self.assertLogs("feed.services", "WARNING"), self.captureOnCommitCallbacks(execute=True):
+                result = self.post("k1")
+        self.assertEqual(result.status, 201)
+        self.assertTrue(Comment.objects.filter(pk=result.body["id"]).exists())
+
+
+@override_settings(FEED_POST_RATE="1/m")
+class IdempotentRateLimitTests(TestCase):
+    """Only the post that creates the comment takes a slot of the rate limit."""
+
+    def setUp(self):
+        cache.clear()
+        self.feed = Feed.objects.create(slug="open", title="Open", allow_anonymous=True)
+
+    def post(self, key):
+        with self.captureOnCommitCallbacks(execute=True):
+            return comment_submit(feed=self.feed, author="Ann", body="once", client="ip:198.51.100.1", idempotency_key=key)
+
+    def test_a_racing_duplicate_gets_the_answer_without_taking_a_slot(self):
+        """A duplicate whose lookup ran before the first post committed loses the insert and is
+        answered with the first result, not refused for a slot it should never have taken."""
+        first = self.post("race")
+        real_find = services.idempotent_result_find
+        calls = []
+
+        def find(**kwargs):
+            calls.append(kwargs)
+            # The racer's first lookup ran before the winner committed: it found nothing.
+            return None if len(calls) == 1 else real_find(**kwargs)
+
+        with mock.patch.object(services, "idempotent_result_find", side_effect=find):
+            again = self.post("race")
+        self.assertTrue(again.replayed)
+        self.assertEqual(again.body, first.body)
+        with self.assertRaises(RateLimited):  # the one slot went to the first post
+            self.post("another")
+
+    def test_over_the_limit_the_key_is_left_free(self):
+        """A post refused by the rate limit stores no key: the retry with the same key may succeed later."""
+        self.post("one")
+        with self.assertRaises(RateLimited):
+            self.post("two")
+        self.assertFalse(IdempotencyKey.objects.filter(key="two").exists())
 
 
 class ConcurrentIdempotentPostTests(TransactionTestCase):
@@ -237,3 +318,44 @@ class IdempotencyAcrossInstancesTests(MultiInstanceTestCase):
         self.assertEqual(len({json.dumps(body, sort_keys=True) for _, _, body in results}), 1)
         self.assertEqual(sum(replayed is None for _, replayed, _ in results), 1)
         self.assertEqual(Comment.objects.filter(feed__slug="retry").count(), 1)
+
+
+class IdempotentRacesAndTheRateLimitTests(MultiInstanceTestCase):
+    """Two instances sharing Redis, with the default rate limit on."""
+
+    # The harness turns the rate limit off; this runs with the default.
+    instance_env = {"FEED_POST_RATE": "30/m"}
+
+    def post(self, instance, key, body):
+        request = urllib.request.Request(
+            instance.http_url("/api/feeds/race/comments/"),
+            data=json.dumps({"author": "Ann", "body": body}).encode(),
+            headers={"Content-Type": "application/json", "Idempotency-Key": key},
+            method="POST",
+        )
+        with NO_PROXY.open(request, timeout=60) as response:
+            return response.status
+
+    def test_racing_duplicates_take_no_slot_of_the_rate_limit(self):
+        """10 comments, each sent 3 times at once across both instances: 10 slots used, 20 left of 30."""
+        self.make_feed("race")
+        for number in range(10):
+            statuses, errors = [], []
+            barrier = threading.Barrier(3)
+
+            def send(instance, key=f"race-{number}", body=f"comment {number}"):
+                try:
+                    barrier.wait(timeout=30)
+                    statuses.append(self.post(instance, key, body))
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=send, args=(self.instances[i % 2],)) for i in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+            self.assertEqual((statuses, errors), ([201] * 3, []), self.diagnostics())
+        self.assertEqual(Comment.objects.filter(feed__slug="race").count(), 10)
+        more = [post_comment(self.instances[i % 2], "race", author="Ann", body=f"more {i}")[0] for i in range(20)]
+        self.assertEqual(more, [201] * 20, self.diagnostics())
