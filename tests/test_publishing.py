@@ -1,6 +1,7 @@
 """Publishing on commit: what reaches the feed's group, and what happens when Redis is away."""
 import socket
 import time
+from unittest import mock
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -10,6 +11,7 @@ from django.test import TestCase, TransactionTestCase, override_settings
 from feed.models import Comment, Feed
 from feed.services import comment_create
 from notifications import publishing
+from livefeed.metrics import COMMENTS_CREATED_TOTAL, EVENTS_PUBLISHED_TOTAL, PUBLISH_FAILURES_TOTAL
 from notifications.events import feed_group_name
 from tests.harness import DaphneInstance, free_port, post_comment, subprocess_database_url, wait_until
 from tests.test_consumers import redis_server
@@ -94,6 +96,50 @@ class PublishOnCommitTests(TestCase):
         self.assertIsNone(self.listener.receive(timeout=0.2))
 
 
+def metric(counter):
+    return counter._value.get()
+
+
+@override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}})
+class AfterCommitTests(TransactionTestCase):
+    """What runs after commit never turns a saved post into an error (real commits, real views)."""
+
+    def setUp(self):
+        reset_publish_backoff()
+        self.feed = Feed.objects.create(slug="town", title="Town", allow_anonymous=True)
+
+    def api_post(self, body, **headers):
+        return self.client.post(
+            "/api/feeds/town/comments/", {"author": "Ann", "body": body}, content_type="application/json", **headers
+        )
+
+    def test_a_publish_that_raises_still_answers_201_and_is_counted(self):
+        """Rendering the event fails after commit: the API answers 201, the comment is saved, the failure counted."""
+        failures, created = metric(PUBLISH_FAILURES_TOTAL), metric(COMMENTS_CREATED_TOTAL)
+        with mock.patch.object(publishing, "comment_created_event", side_effect=RuntimeError("template broke")):
+            with self.assertLogs("feed.services", "ERROR") as logs:
+                response = self.api_post("saved anyway")
+        self.assertEqual(response.status_code, 201, response.content)
+        self.assertTrue(Comment.objects.filter(pk=response.json()["id"]).exists())
+        self.assertEqual(metric(PUBLISH_FAILURES_TOTAL) - failures, 1)
+        self.assertEqual(metric(COMMENTS_CREATED_TOTAL) - created, 1)
+        self.assertIn("readers get it from the database", logs.output[0])
+
+    def test_a_form_post_whose_publish_raises_still_redirects(self):
+        """The same for the page's form: 303 to the new comment, not a 500."""
+        with mock.patch.object(publishing, "get_channel_layer", side_effect=RuntimeError("bad settings")):
+            with self.assertLogs("feed.services", "ERROR"):
+                response = self.client.post("/feeds/town/comments/", {"author": "Ann", "body": "form"})
+        self.assertEqual(response.status_code, 303)
+        self.assertEqual(Comment.objects.count(), 1)
+
+    def test_a_successful_publish_is_counted(self):
+        """Each event sent to the layer counts in livefeed_events_published_total."""
+        published = metric(EVENTS_PUBLISHED_TOTAL)
+        self.assertEqual(self.api_post("one").status_code, 201)
+        self.assertEqual(metric(EVENTS_PUBLISHED_TOTAL) - published, 1)
+
+
 class PublishWithoutRedisTests(TestCase):
     """Outside a server (management commands, these tests) the post sends before returning."""
 
@@ -111,6 +157,16 @@ class PublishWithoutRedisTests(TestCase):
             self.assertLess(time.monotonic() - started, 5)
         self.assertTrue(Comment.objects.filter(pk=comment.pk).exists())
         self.assertIn("Could not publish comment 1", logs.output[0])
+
+    def test_a_failed_publish_is_counted(self):
+        """A publish the layer refuses counts in livefeed_publish_failures_total, and not as published."""
+        failures, published = metric(PUBLISH_FAILURES_TOTAL), metric(EVENTS_PUBLISHED_TOTAL)
+        with override_settings(CHANNEL_LAYERS=redis_layer_settings(f"redis://127.0.0.1:{free_port()}/0")):
+            with self.assertLogs("notifications.publishing", "WARNING"):
+                with self.captureOnCommitCallbacks(execute=True):
+                    comment_create(feed=self.feed, author="ann", body="not published")
+        self.assertEqual(metric(PUBLISH_FAILURES_TOTAL) - failures, 1)
+        self.assertEqual(metric(EVENTS_PUBLISHED_TOTAL) - published, 0)
 
     @override_settings(LIVE_UPDATES={"layer_timeout": 0.5, "publish_backoff": 30})
     def test_post_does_not_hang_on_a_redis_that_never_answers(self):
