@@ -65,10 +65,12 @@ def live_settings_errors() -> list[Error]:
     if unknown:
         return [Error(f"LIVE_UPDATES has unknown keys: {', '.join(unknown)}.", id="livefeed.E001")]
     conf = live_settings()
+    # lag_grace follows check_interval unless set: only a lag_grace that was set is blamed.
     errors = [
         error
         for key, env, low, high, kind in _LIVE_RANGES
-        if (error := _number_error(_name(key, env), getattr(conf, key), low, high, kind, "livefeed.E002"))
+        if (key != "lag_grace" or key in overrides)
+        and (error := _number_error(_name(key, env), getattr(conf, key), low, high, kind, "livefeed.E002"))
     ]
     if errors:
         return errors
