@@ -289,8 +289,9 @@ def comment_submit(
 
     The one posting flow of the form and the API. Only a post that would be saved is
     counted: PostingNotAllowed and ValidationError are raised before counting, and a repeat
-    of an idempotent post, or a concurrent duplicate of it, gets the stored answer uncounted. Raises RateLimited over the
-    limit, and IdempotencyKeyInvalid / IdempotencyKeyReused for a bad key.
+    of an idempotent post, or a concurrent duplicate of it, gets the stored answer
+    uncounted. Raises RateLimited over the limit, and IdempotencyKeyInvalid /
+    IdempotencyKeyReused for a bad key.
     """
     feed_check_can_post(feed=feed, user=user)
     if idempotency_key is not None:
