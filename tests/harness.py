@@ -18,7 +18,8 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
 ``DaphneInstance(name, *, redis_url, database_url, env=None)``
     A real ``daphne livefeed.asgi:application`` process on a free loopback port, with
     ``REDIS_URL``, ``DATABASE_URL``, ``DEBUG=1``, ``SECRET_KEY``, ``FEED_POST_RATE=off`` and
-    ``ALLOWED_HOSTS`` set (``env`` adds or overrides variables). ``start()`` (keeps its port
+    ``ALLOWED_HOSTS`` set (``env`` adds or overrides variables; fault tests pass
+    ``FEED_POST_RATE=30/m``, the default outside tests). ``start()`` (keeps its port
     across restarts), ``wait_ready(timeout)``, ``kill()`` (SIGKILL, waits), ``terminate()``
     (SIGTERM, returns at once), ``wait_exit(timeout) -> returncode``, ``stop()`` (whatever it
     takes), ``running``, ``pid``, ``port``, ``origin``, ``http_url(path)``,
