@@ -109,6 +109,10 @@ class SettingsCheckTests(SimpleTestCase):
 class BackstopAtShortCheckIntervalsTests(SimpleTestCase):
     """The hub's stall detection (FeedHub._fill_if_stalled) fills at every allowed check interval."""
 
+    def test_the_check_knows_how_many_checks_the_hub_remembers(self):
+        """livefeed.checks bounds lag_grace by CHECK_HISTORY: it must be what the hub keeps."""
+        self.assertEqual(FeedState(1, recent_events=8).reported.maxlen, CHECK_HISTORY)
+
     def test_a_stalled_feed_is_filled_with_a_20_ms_check_interval(self):
         """Checks every 20 ms that keep seeing seq 5 undelivered request a fill from the database."""
         with override_settings(LIVE_UPDATES={"check_interval": 0.02}):
