@@ -130,7 +130,10 @@ def close_with(sock: Any, code: int, *, grace: float, reason: bytes | None = Non
     if sock.state != sock.STATE_OPEN:
         return False
     sock.closeHandshakeTimeout = grace
-    sock.sendCloseFrame(code=code, reasonUtf8=reason)
+    if reason is None:
+        sock.sendCloseFrame(code=code)
+    else:
+        sock.sendCloseFrame(code=code, reasonUtf8=reason)
     return True
 
 
