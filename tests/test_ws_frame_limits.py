@@ -107,6 +107,12 @@ class WebSocketFrameLimitTests(MultiInstanceTestCase):
         self.assertEqual(code, CLOSE_BAD_FRAME)
         self.assertBystanderStillServed()
 
+    def test_deeply_nested_json_is_closed_with_4400_without_a_traceback(self):
+        """1,000 '[' then 1,000 ']' (under the size limit) nests past Python's parser: 4400, not 1011."""
+        code = self.close_code_after(lambda ws: ws.send("[" * 1000 + "]" * 1000))
+        self.assertEqual(code, CLOSE_BAD_FRAME)
+        self.assertBystanderStillServed()
+
     def test_text_frames_over_the_limit_are_closed_with_4413_at_every_size(self):
         """5 KB (the consumer refuses it), just over autobahn's limit, just over 1 MiB, 2 MiB: all 4413."""
         sizes = [5000, MAX_CLIENT_PAYLOAD_BYTES + 1, MIB + 1, 2 * MIB]

@@ -1,7 +1,8 @@
 """The hooks into daphne, installed once at start-up from livefeed/asgi.py.
 
 1. Each WebSocket scope gets daphne's protocol object (``sockets.PROTOCOL_SCOPE_KEY``;
-   ``Server.create_application`` is wrapped), so the hub writes frames straight to it.
+   ``Server.create_application`` is wrapped), so the hub writes frames straight to it, and
+   its ``scheme`` ("wss" under TLS), which daphne leaves out.
 2. SIGTERM drains the instance (``Server.kill_all_applications`` is wrapped, it is the first
    thing daphne does on shutdown): ``livefeed.lifecycle.start_draining()``, new HTTP requests
    and handshakes get 503, open feed sockets get a 1012 close, requests in flight finish; only
@@ -54,6 +55,8 @@ def install() -> None:
     def create_application(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
         if scope.get("type") == "websocket":
             scope[sockets.PROTOCOL_SCOPE_KEY] = protocol
+            # daphne leaves the optional ASGI "scheme" out; the Origin check needs it under TLS.
+            scope.setdefault("scheme", sockets.ws_scheme(protocol))
         return original_create(self, protocol, scope)
 
     def kill_all_applications(self: Any) -> Any:

@@ -102,6 +102,11 @@ def _is_wrapper(cls: type) -> bool:
     return wrapper
 
 
+def ws_scheme(sock: Any) -> str:
+    """Return "wss" when the socket runs over TLS (daphne's own test: a wrapping transport), else "ws"."""
+    return "wss" if _is_wrapper(type(sock.transport)) else "ws"
+
+
 def unsent_bytes(sock: Any) -> int:
     """Return how many bytes written to this socket the peer has not taken yet."""
     return transport_unsent_bytes(sock.transport)
