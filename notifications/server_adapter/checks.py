@@ -42,6 +42,7 @@ def _required() -> list[str]:
     from twisted.web import http
 
     missing = [f"daphne.server.Server.{name}" for name in _has(server.Server, "create_application", "kill_all_applications", "run")]
+    missing += [f"daphne.server.Server.{name}" for name in _assigned_in(server.Server.run, "connections")]
     missing += [f"daphne.server.{name}" for name in _has(server, "HTTPFactory")]
     missing += [f"daphne.http_protocol.{name}" for name in _has(http_protocol, "WebRequest", "HTTPFactory")]
     missing += [
