@@ -62,6 +62,26 @@ def _required() -> list[str]:
     missing += [f"twisted.web.http HTTPFactory protocol.{name}" for name in _has(channel, "_channel")]
     missing += [f"twisted.web.http.HTTPChannel.{name}" for name in _has(http.HTTPChannel, "persistent", "requestDone")]
     missing += [f"asgiref SyncToAsync.{name}" for name in _has(SyncToAsync, "threadlocal")]
+    missing += _channels_consumer()
+    return missing
+
+
+def _channels_consumer() -> list[str]:
+    """What notifications.consumers.FeedConsumer.__call__ relies on when it replaces Channels' own."""
+    from channels import consumer
+    from channels.generic.websocket import AsyncWebsocketConsumer
+
+    missing = [f"channels.consumer.{name}" for name in _has(consumer, "get_handler_name")]
+    missing += [
+        f"channels AsyncWebsocketConsumer.{name}"
+        for name in _has(AsyncWebsocketConsumer, "websocket_connect", "websocket_receive", "websocket_disconnect")
+    ]
+    try:
+        source = inspect.getsource(consumer.AsyncConsumer.send)
+    except (OSError, TypeError):
+        source = ""
+    if "self.base_send" not in source:
+        missing.append("channels AsyncConsumer.send through self.base_send")
     return missing
 
 
