@@ -85,6 +85,36 @@ class StartupCheckTests(SimpleTestCase):
             self.assertEqual(checks.daphne_option_messages(), [])
 
 
+class DaphneOptionWarningTests(SimpleTestCase):
+    def test_daphne_started_without_the_size_options_says_so_at_start(self):
+        """A plain `daphne -p ...` (1 MiB messages) logs livefeed.W102 before it listens."""
+        import os
+        import subprocess
+        import sys
+        import threading
+
+        from tests.harness import BASE_DIR, free_port
+
+        env = {key: value for key, value in os.environ.items() if "PROXY" not in key.upper()}
+        env.update(DEBUG="1", DJANGO_SETTINGS_MODULE="livefeed.settings", PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(free_port()), "livefeed.asgi:application"],
+            cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(line.decode(errors="replace") for line in process.stdout), daemon=True)
+        reader.start()
+        try:
+            wait_until(lambda: any("Listening on" in line for line in lines), TIMEOUT, f"daphne to listen: {lines}")
+        finally:
+            process.terminate()
+            process.wait(TIMEOUT)
+            reader.join(5)
+        warnings = [line for line in lines if "livefeed.W102" in line]
+        self.assertEqual(len(warnings), 1, "".join(lines))
+        self.assertIn("--websocket-max-message-size=1048576", warnings[0])
+
+
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """Write a throwaway key and certificate for 127.0.0.1; return their paths."""
     import ipaddress
