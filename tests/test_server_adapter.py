@@ -239,8 +239,12 @@ class TlsSlowReaderTests(MultiInstanceTestCase):
         while "Closing a slow reader" not in self.tls.log_since(start) and posted < 400:
             posted = self.post("&" * 1990)  # ~10 KB HTML frames ('&' is escaped)
         self.assertIn("Closing a slow reader", self.tls.log_since(start), f"no 1013 after {posted} posts")
+        closed_after = posted
+        for _ in range(3):  # the closed reader is detached: none of these reach it
+            posted = self.post("after the close")
         reader.wait_for_seq(posted, TIMEOUT)
         self.assertExactlyOnceInOrder(reader, list(range(1, posted + 1)))
         seqs, code = stalled.drain(TIMEOUT)
         self.assertEqual(code, 1013)
-        self.assertLess(len(seqs), posted)
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+        self.assertLessEqual(len(seqs), closed_after)
