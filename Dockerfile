@@ -17,4 +17,6 @@ EXPOSE 8000
 # the rate limit reads the right-most entry the load balancer added (TRUSTED_PROXY_COUNT).
 # backlog=4096 (Twisted's default is 50): a reconnect storm is queued, not dropped by the kernel;
 # the kernel caps it at net.core.somaxconn (set it at least as high on the host).
-CMD ["daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=4096", "livefeed.asgi:application"]
+# Client WebSocket messages over 5120 bytes are refused with 4413 before they are buffered
+# (notifications.server_adapter.daphne.MAX_CLIENT_PAYLOAD_BYTES).
+CMD ["daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=4096", "--websocket-max-message-size", "5120", "--websocket-max-frame-size", "5120", "livefeed.asgi:application"]

@@ -21,9 +21,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 # A listen backlog of 4096 (Twisted's default is 50), so a reconnect storm is queued rather
 # than dropped by the kernel; the kernel caps it at net.core.somaxconn (see README).
+# Client WebSocket messages over 5120 bytes (notifications.server_adapter.daphne.
+# MAX_CLIENT_PAYLOAD_BYTES) are refused with 4413 before they are buffered.
+DAPHNE_ARGS := --websocket-max-message-size 5120 --websocket-max-frame-size 5120
+
 run: install
 	$(PY) manage.py migrate --noinput
-	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=4096 livefeed.asgi:application
+	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=4096 $(DAPHNE_ARGS) livefeed.asgi:application
 
 test: install
 	scripts/ensure-test-services

@@ -16,6 +16,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 HOST = "127.0.0.1"
+# The client message limits the project's daphne runs with (Makefile DAPHNE_ARGS).
+DAPHNE_LIMITS = ["--websocket-max-message-size", "5120", "--websocket-max-frame-size", "5120"]
 
 
 def free_port() -> int:
@@ -99,7 +101,7 @@ class Stack:
             # Twisted listens with a backlog of 50 unless the endpoint says otherwise.
             listen = ["-e", f"tcp:port={port}:interface={HOST}:backlog={backlog}"] if backlog else ["-b", HOST, "-p", str(port)]
             process = subprocess.Popen(
-                [PYTHON, "-m", "daphne", *listen, *extra_args, application],
+                [PYTHON, "-m", "daphne", *listen, *DAPHNE_LIMITS, *extra_args, application],
                 stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **env},
             )
             started.append(Service(f"{name}-{index}", process, port, log))

@@ -47,13 +47,20 @@ class NotAnObject(Exception):
     """The JSON body is valid but not an object."""
 
 
+class NestedTooDeeply(ValueError):
+    """The JSON body nests deeper than the parser can follow (Python's RecursionError)."""
+
+
 class JsonBodyParser(Parser):
     """Parse request bodies as JSON and refuse any other media type."""
 
     def parse_body(self, request: HttpRequest) -> Any:
         if request.content_type != "application/json":
             raise UnsupportedMediaType(f"Send JSON with `Content-Type: application/json`, not {request.content_type!r}.")
-        data = json.loads(request.body)
+        try:
+            data = json.loads(request.body)
+        except RecursionError:
+            raise NestedTooDeeply("The JSON body is nested too deeply.") from None
         if not isinstance(data, dict):
             raise NotAnObject("Send a JSON object, such as {\"author\": \"Ann\", \"body\": \"Hello\"}.")
         return data
@@ -118,6 +125,8 @@ def install_error_handlers(api: NinjaAPI) -> None:
             return error_response(400, str(cause))
         if isinstance(cause, RequestDataTooBig):
             return too_large(request, cause)
+        if isinstance(cause, NestedTooDeeply):
+            return error_response(400, str(cause), code="invalid_json")
         if isinstance(cause, (ValueError, UnicodeDecodeError)):
             return error_response(400, "The body is not valid JSON.", code="invalid_json")
         return error_response(exc.status_code, exc.message)

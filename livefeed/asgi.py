@@ -8,23 +8,29 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from livefeed.checks import require_valid_settings  # noqa: E402
-from livefeed.limits import RequestBodyLimitMiddleware, install_daphne_body_limit  # noqa: E402
-from notifications.daphne_hooks import install as install_daphne_hooks  # noqa: E402
+from livefeed.limits import RequestBodyLimitMiddleware  # noqa: E402
+from livefeed.ws_limits import WebSocketsPerClientLimit, refuse_unrouted  # noqa: E402
+from livefeed.ws_origin import OriginValidator  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
-from notifications.startup import announce_channel_layer, require_collected_static_files  # noqa: E402
+from notifications.server_adapter.daphne import install as install_server_adapter  # noqa: E402
+from notifications.startup import announce_channel_layer, check_server_adapter, require_collected_static_files  # noqa: E402
 
 require_valid_settings()  # a setting that would switch off a guarantee stops the server here
 require_collected_static_files()
 announce_channel_layer()
-install_daphne_hooks()  # frames straight to the socket, slow-reader and SIGTERM closes
-install_daphne_body_limit()
+check_server_adapter()  # the private names the adapter needs exist; loud when one is missing
+install_server_adapter()  # frames straight to the socket, slow readers, SIGTERM drain, request limits
 
 application = ProtocolTypeRouter(
     {
         "http": RequestBodyLimitMiddleware(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": OriginValidator(
+            WebSocketsPerClientLimit(
+                AuthMiddlewareStack(URLRouter([*websocket_urlpatterns, re_path(r"", refuse_unrouted)]))
+            )
+        ),
     }
 )

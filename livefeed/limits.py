@@ -7,14 +7,13 @@ the limit is enforced twice, at the two places a body arrives:
 - ``RequestBodyLimitMiddleware`` wraps the HTTP application: it answers 413 from the
   ``Content-Length`` header without reading the body, and cuts off a streamed (chunked)
   body as soon as it passes the limit. Any ASGI server that streams bodies needs only this.
-- ``install_daphne_body_limit()`` makes daphne's request object do the same while the
-  bytes arrive, so daphne neither waits for nor stores an oversized body.
+- daphne's request object does the same while the bytes arrive, so daphne neither waits
+  for nor stores an oversized body (``notifications.server_adapter.requests``).
 
 The limit is ``settings.DATA_UPLOAD_MAX_MEMORY_SIZE`` (None disables it).
 """
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -26,10 +25,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-# How long daphne keeps discarding the rest of a refused body after answering, so the
-# client reads the 413 instead of a connection reset.
-LINGER_SECONDS = 5.0
 
 
 def max_body_size() -> int | None:
@@ -118,80 +113,3 @@ class RequestBodyLimitMiddleware:
                 await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
-
-
-def install_daphne_body_limit() -> None:
-    """Make daphne answer 413 while an oversized body arrives, instead of buffering it all.
-
-    daphne's HTTPFactory builds each connection's requests from the module attribute
-    ``daphne.http_protocol.WebRequest``; it is replaced by a subclass that counts body
-    bytes as Twisted hands them over. Idempotent; does nothing without daphne.
-    """
-    try:
-        from daphne import http_protocol
-    except ImportError:  # another ASGI server: the middleware alone applies
-        return
-    if getattr(http_protocol.WebRequest, "livefeed_body_limit", False):
-        return
-    http_protocol.WebRequest = _body_limited_request_class(http_protocol.WebRequest)
-
-
-def _body_limited_request_class(base: type) -> type:
-    class BodyLimitedWebRequest(base):  # type: ignore[misc, valid-type]
-        livefeed_body_limit = True
-        _body_refused = False
-        _body_received = 0
-        _linger_call = None
-
-        def gotLength(self, length: int | None) -> None:  # noqa: N802 (Twisted's name)
-            limit = max_body_size()
-            if limit is not None and length is not None and length > limit:
-                self.content = io.BytesIO()
-                self._refuse_body(limit)
-                return
-            super().gotLength(length)
-
-        def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
-            if self._body_refused:
-                return
-            self._body_received += len(data)
-            limit = max_body_size()
-            if limit is not None and self._body_received > limit:
-                self.content.close()
-                self.content = io.BytesIO()
-                self._refuse_body(limit)
-                return
-            super().handleContentChunk(data)
-
-        def process(self) -> Any:
-            if self._body_refused:
-                return None
-            return super().process()
-
-        def connectionLost(self, reason: Any) -> None:  # noqa: N802
-            if self._linger_call is not None and self._linger_call.active():
-                self._linger_call.cancel()
-            super().connectionLost(reason)
-
-        def _refuse_body(self, limit: int) -> None:
-            from twisted.internet import reactor
-
-            self._body_refused = True
-            path = getattr(self.channel, "_path", b"") or b""
-            content_type, body = too_large_response(path.decode("latin-1").split("?", 1)[0], limit)
-            head = (
-                b"HTTP/1.1 413 Payload Too Large\r\n"
-                b"Content-Type: " + content_type + b"\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-                b"X-Content-Type-Options: nosniff\r\n"
-                b"Connection: close\r\n\r\n"
-            )
-            transport = self.channel.transport
-            transport.write(head + body)
-            # Half-close, keep discarding input for a moment, then drop the connection.
-            close_write = getattr(transport, "loseWriteConnection", None) or transport.loseConnection
-            close_write()
-            abort = getattr(transport, "abortConnection", None) or transport.loseConnection
-            self._linger_call = reactor.callLater(LINGER_SECONDS, abort)
-
-    return BodyLimitedWebRequest

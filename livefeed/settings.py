@@ -252,6 +252,13 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 # the session has ended (notifications.session_watch).
 WS_SESSION_CHECK_INTERVAL = env_number("WS_SESSION_CHECK_INTERVAL", 30.0)
 
+# Slow and numerous connections (daphne): a request, or a WebSocket upgrade's headers, must
+# arrive whole within HTTP_REQUEST_TIMEOUT seconds (else 408; 0 disables); one client address
+# (as the rate limit computes it) may hold WS_MAX_PER_CLIENT open WebSockets per process
+# (more are closed with 4429; 0 disables).
+HTTP_REQUEST_TIMEOUT = float(os.environ.get("HTTP_REQUEST_TIMEOUT", "30"))
+WS_MAX_PER_CLIENT = int(os.environ.get("WS_MAX_PER_CLIENT", "100"))
+
 # No inline script or style anywhere: htmx is configured (htmx-config meta tag) to need neither.
 # connect-src also gets ws:// and wss:// of the requested host (livefeed.security).
 CONTENT_SECURITY_POLICY = {

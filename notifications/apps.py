@@ -6,4 +6,7 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self) -> None:
-        from livefeed import checks  # noqa: F401  (registers the settings check)
+        # Register the start-up checks (manage.py check and daphne's start): the live-path
+        # settings, and the private server names the adapter needs.
+        import livefeed.checks  # noqa: F401
+        import notifications.server_adapter.checks  # noqa: F401

@@ -1,7 +1,7 @@
 """One reader's socket: its position in the feed, and a bounded way to write to it.
 
-Frames are written straight to daphne's WebSocket protocol when the daphne hook put it in
-the scope (notifications.daphne), so a fan-out is a loop of synchronous writes: no task,
+Frames are written straight to daphne's WebSocket protocol when the server adapter put it in
+the scope (notifications.server_adapter, the only code that knows its attributes), so a fan-out is a loop of synchronous writes: no task,
 no consumer dispatch and no re-encoding per reader. Any other ASGI server gets the same
 frames through the ASGI ``send`` callable, in order, from a small per-connection outbox.
 """
@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from notifications import server_adapter
 from notifications.frames import CLOSE_TRY_AGAIN_LATER, MAX_RESUMES, RESUME_WINDOW
 
 if TYPE_CHECKING:
@@ -51,14 +52,14 @@ class FeedEvent:
     def text(self, json_mode: bool) -> str:
         return self.json if json_mode else self.html
 
-    def prepared(self, json_mode: bool, factory: Any) -> Any:
-        """Return the frame framed once for every daphne reader of this mode (autobahn PreparedMessage)."""
+    def prepared(self, json_mode: bool, sock: Any) -> Any:
+        """Return the frame framed once for every daphne reader of this mode (see server_adapter.prepare)."""
         if self._prepared is None:
             self._prepared = [None, None]
         index = 1 if json_mode else 0
         message = self._prepared[index]
         if message is None:
-            message = self._prepared[index] = factory.prepareMessage(self.text(json_mode).encode("utf-8"))
+            message = self._prepared[index] = server_adapter.prepare(sock, self.text(json_mode).encode("utf-8"))
         return message
 
 
@@ -75,53 +76,18 @@ class EventBatch:
         self.events = events
         self._joined: list[bytes | None] = [None, None]
 
-    def joined(self, json_mode: bool, factory: Any) -> bytes:
+    def joined(self, json_mode: bool, sock: Any) -> bytes:
         index = 1 if json_mode else 0
         data = self._joined[index]
         if data is None:
             data = self._joined[index] = b"".join(
-                event.prepared(json_mode, factory).payloadHybi for event in self.events
+                server_adapter.frame_bytes(event.prepared(json_mode, sock)) for event in self.events
             )
         return data
 
 
-def pending_bytes(transport: Any) -> int:
-    """Return how many bytes a Twisted TCP transport holds that the peer has not taken yet.
-
-    Reads FileDescriptor's write buffer (``dataBuffer``, ``offset``, ``_tempDataLen``);
-    other transports (TLS wrappers) report 0, i.e. no slow-reader protection.
-    """
-    try:
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    except (AttributeError, TypeError):
-        return 0
-
-
-def send_now(transport: Any, data: bytes) -> None:
-    """Write to a Twisted TCP transport, straight to the socket when nothing is queued.
-
-    Twisted's write() always queues and registers the socket for writing (two epoll changes
-    and a loop turn per frame on the asyncio reactor: about 40 us per frame and reader).
-    Like asyncio's own transports, try a non-blocking send first; what the kernel does not
-    take, and every error, goes through transport.write() as usual.
-    """
-    sock = getattr(transport, "socket", None)
-    if (
-        sock is not None
-        and transport.connected
-        and not transport.disconnecting
-        and not getattr(transport, "_writeDisconnected", False)
-        and not transport._tempDataLen
-        and transport.offset == len(transport.dataBuffer)
-    ):
-        try:
-            sent = sock.send(data)
-        except OSError:  # EAGAIN, or an error Twisted's write path reports as usual
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
+# The byte count of a Twisted transport, for tests that stand in for one.
+pending_bytes = server_adapter.transport_unsent_bytes
 
 
 class Connection:
@@ -185,17 +151,11 @@ class Connection:
             return
         protocol = self._protocol
         if protocol is not None:
-            if protocol.state != protocol.STATE_OPEN:
+            if not server_adapter.is_open(protocol):
                 # Closing or closed: the disconnect reaches the consumer, which detaches us.
                 self.closed = True
                 return
-            prepared = event.prepared(self.json_mode, protocol.factory)
-            if protocol._perMessageCompress is None and not protocol.send_queue:
-                # What sendPreparedMessage does, minus autobahn's debug log call, whose
-                # arguments are formatted eagerly: about 5 us per frame and reader.
-                send_now(protocol.transport, prepared.payloadHybi)
-            else:
-                protocol.sendPreparedMessage(prepared)
+            server_adapter.send_prepared(protocol, event.prepared(self.json_mode, protocol))
             self.sent_seq = event.seq
             self._check_backlog()
             return
@@ -211,39 +171,33 @@ class Connection:
         """Send the events this reader lacks, in order, as one socket write (daphne) or one by one."""
         events = batch.events
         protocol = self._protocol
-        if (
-            self.closed
-            or protocol is None
-            or protocol._perMessageCompress is not None
-            or protocol.send_queue
-            or protocol.state != protocol.STATE_OPEN
-        ):
+        if self.closed or protocol is None or not server_adapter.takes_raw_frames(protocol):
             for event in events:
                 self.write(event)
             return
         if events[-1].seq <= self.sent_seq:
             return
         if events[0].seq > self.sent_seq:
-            data = batch.joined(self.json_mode, protocol.factory)
+            data = batch.joined(self.json_mode, protocol)
         else:
             data = b"".join(
-                event.prepared(self.json_mode, protocol.factory).payloadHybi
+                server_adapter.frame_bytes(event.prepared(self.json_mode, protocol))
                 for event in events
                 if event.seq > self.sent_seq
             )
-        send_now(protocol.transport, data)
+        server_adapter.write_now(protocol, data)
         self.sent_seq = events[-1].seq
         self._check_backlog()
 
     def backlog(self) -> int:
         """Return the bytes (daphne) or frames (other servers) written but not yet taken by the peer."""
         if self._protocol is not None:
-            return pending_bytes(self._protocol.transport)
+            return server_adapter.unsent_bytes(self._protocol)
         assert self._outbox is not None
         return len(self._outbox) + (1 if self._flusher is not None else 0)
 
     def _check_backlog(self) -> None:
-        pending = pending_bytes(self._protocol.transport)
+        pending = server_adapter.unsent_bytes(self._protocol)
         if pending > self._conf.slow_reader_max_bytes:
             logger.info("Closing a slow reader of feed %s: %d bytes unsent", self.feed_id, pending)
             self.close(CLOSE_TRY_AGAIN_LATER)
@@ -298,13 +252,9 @@ class Connection:
         self.release()
         protocol = self._protocol
         if protocol is not None:
-            if protocol.state == protocol.STATE_OPEN:
-                # What is queued stays queued (bounded by slow_reader_max_bytes) so a reader that
-                # wakes up still gets the close code; autobahn aborts the TCP connection if the
-                # close handshake does not complete within the grace.
-                protocol.closeHandshakeTimeout = self._conf.close_grace if grace is None else grace
-                # sendCloseFrame, not sendClose: autobahn's sendClose refuses 1012 and 1013.
-                protocol.sendCloseFrame(code=code)
+            # What is queued stays queued (bounded by slow_reader_max_bytes), so a reader that
+            # wakes up still gets the close code.
+            server_adapter.close_with(protocol, code, grace=self._conf.close_grace if grace is None else grace)
             return
         assert self._outbox is not None
         self._outbox.clear()

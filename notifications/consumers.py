@@ -21,9 +21,9 @@ from feed.models import Feed
 from feed.selectors import feed_get
 from feed.services import ReadingNotAllowed, feed_check_can_read
 from notifications.connection import Connection
-from notifications.daphne_hooks import PROTOCOL_SCOPE_KEY, forget_handshake
 from notifications.frames import CLOSE_TOO_MANY_RESUMES, CLOSE_TRY_AGAIN_LATER, BadClientFrame, parse_client_frame
 from notifications.hub import get_hub
+from notifications.server_adapter import forget_handshake, socket_of
 from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
             feed_id=feed.pk,
             json_mode=mode == "json",
             send=self.base_send,
-            protocol=self.scope.get(PROTOCOL_SCOPE_KEY),
+            protocol=socket_of(self.scope),
             conf=hub.conf,
         )
         await self.accept()

@@ -42,7 +42,7 @@ def parse_client_frame(*, text: str | None, data: bytes | None) -> Resume:
         raise BadClientFrame(CLOSE_FRAME_TOO_LARGE, "frame too large")
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         raise BadClientFrame(CLOSE_BAD_FRAME, "not JSON") from None
     if not isinstance(message, dict) or message.get("type") != "resume":
         raise BadClientFrame(CLOSE_BAD_FRAME, "unknown message type")

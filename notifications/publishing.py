@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from feed.models import Comment
 from livefeed.metrics import EVENTS_PUBLISHED_TOTAL, PUBLISH_FAILURES_TOTAL
 from notifications.conf import live_settings
 from notifications.events import comment_created_event, feed_group_name
+from notifications.server_adapter import server_event_loop
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def publish_comment_created(comment: Comment) -> None:
     # Rendered here, in the request's thread: the event loop never touches the database.
     event = comment_created_event(comment)
     send = _Send(layer, feed_group_name(comment.feed_id), event, conf, seq=comment.seq, feed_id=comment.feed_id)
-    loop = _server_loop()
+    loop = server_event_loop()
     if loop is None:
         try:
             async_to_sync(send.run)()
@@ -57,19 +57,6 @@ def publish_comment_created(comment: Comment) -> None:
             logger.warning("Could not publish comment %s of feed %s", comment.seq, comment.feed_id, exc_info=True)
         return
     loop.call_soon_threadsafe(send.schedule)
-
-
-def _server_loop() -> asyncio.AbstractEventLoop | None:
-    """Return the running event loop of the ASGI server this request runs in, if any."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    # A sync view runs in a thread that asgiref's SyncToAsync marks with the server's loop.
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    if loop is None or getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid():
-        return None
-    return loop if loop.is_running() and not loop.is_closed() else None
 
 
 class _Send:

@@ -30,3 +30,17 @@ def require_collected_static_files() -> None:
             f"No static files manifest in {settings.STATIC_ROOT}: run `python manage.py collectstatic --noinput` "
             "before starting with DEBUG off."
         )
+
+
+def check_server_adapter() -> None:
+    """Run the server adapter's system checks: log warnings, refuse to start on an error."""
+    from django.core import checks
+
+    from notifications.server_adapter.checks import TAG
+
+    messages = checks.run_checks(tags=[TAG], include_deployment_checks=False)
+    errors = [message for message in messages if message.level >= checks.ERROR]
+    for message in messages:
+        (logger.error if message in errors else logger.warning)("%s: %s (%s)", message.id, message.msg, message.hint)
+    if errors:
+        raise ImproperlyConfigured("; ".join(f"{message.id}: {message.msg}" for message in errors))

@@ -15,11 +15,13 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
 ``RedisServer`` and ``DaphneInstance`` also have ``paused()``, a context manager that
     freezes the process (SIGSTOP) for the block.
 
-``DaphneInstance(name, *, redis_url, database_url, env=None)``
+``DaphneInstance(name, *, redis_url, database_url, env=None, endpoint=None)``
     A real ``daphne livefeed.asgi:application`` process on a free loopback port, with
     ``REDIS_URL``, ``DATABASE_URL``, ``DEBUG=1``, ``SECRET_KEY``, ``FEED_POST_RATE=off`` and
     ``ALLOWED_HOSTS`` set (``env`` adds or overrides variables; fault tests pass
-    ``FEED_POST_RATE=30/m``, the default outside tests). ``start()`` (keeps its port
+    ``FEED_POST_RATE=30/m``, the default outside tests), and the client message limits
+    of the Makefile (``DAPHNE_ARGS``). ``endpoint``: a Twisted endpoint string with ``{port}``
+    in place of the TCP one (e.g. ``ssl:port={port}:interface=127.0.0.1:privateKey=...``). ``start()`` (keeps its port
     across restarts), ``wait_ready(timeout)``, ``kill()`` (SIGKILL, waits), ``terminate()``
     (SIGTERM, returns at once), ``wait_exit(timeout) -> returncode``, ``stop()`` (whatever it
     takes), ``running``, ``pid``, ``port``, ``origin``, ``http_url(path)``,
@@ -102,6 +104,8 @@ from websockets.sync.client import ClientConnection, connect
 BASE_DIR = Path(settings.BASE_DIR)
 SEQ_IN_HTML = re.compile(r'<article\b[^>]*\bdata-seq="(\d+)"')
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# The client message limits every daphne of the project runs with (Makefile DAPHNE_ARGS).
+DAPHNE_LIMITS = ["--websocket-max-message-size", "5120", "--websocket-max-frame-size", "5120"]
 
 
 def free_port() -> int:
@@ -348,10 +352,14 @@ def subprocess_database_url() -> str:
 class DaphneInstance(_Process):
     """A real daphne process serving livefeed.asgi:application on a free loopback port."""
 
-    def __init__(self, name: str, *, redis_url: str, database_url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, *, redis_url: str, database_url: str, env: dict[str, str] | None = None,
+        endpoint: str | None = None,
+    ) -> None:
         self.name = name
         super().__init__()
         self.port = free_port()
+        self.endpoint = endpoint or "tcp:port={port}:interface=127.0.0.1:backlog=4096"
         self.env = {
             **{key: value for key, value in os.environ.items() if "PROXY" not in key.upper()},
             "DJANGO_SETTINGS_MODULE": "livefeed.settings",
@@ -380,7 +388,7 @@ class DaphneInstance(_Process):
         """Start daphne on this instance's port (the same one across restarts); see wait_ready."""
         self._spawn(
             [
-                sys.executable, "-m", "daphne", "-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
+                sys.executable, "-m", "daphne", "-e", self.endpoint.format(port=self.port), *DAPHNE_LIMITS,
                 "livefeed.asgi:application",
             ],
             env=self.env,

@@ -1,7 +1,8 @@
 """Oversized client frames on a real daphne: closed with 4413, nothing buffered, nobody else hurt.
 
 The consumer refuses client frames over MAX_CLIENT_FRAME_BYTES with 4413. Frames far larger
-are refused by autobahn itself (notifications.daphne_hooks) as soon as their header arrives,
+are refused by autobahn itself (daphne's --websocket-max-message-size, with the 4413 hook of
+notifications.server_adapter) as soon as their header arrives,
 with the same close code, instead of being buffered up to daphne's 1 MiB default or dropped
 without a close frame (1006) above it.
 """
@@ -15,7 +16,8 @@ from pathlib import Path
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from notifications.daphne_hooks import MAX_CLIENT_PAYLOAD_BYTES
+from notifications.server_adapter.daphne import MAX_CLIENT_PAYLOAD_BYTES
+from tests.harness import DAPHNE_LIMITS
 from notifications.frames import CLOSE_BAD_FRAME, CLOSE_FRAME_TOO_LARGE, MAX_CLIENT_FRAME_BYTES
 from tests.harness import MultiInstanceTestCase
 
@@ -89,10 +91,25 @@ class WebSocketFrameLimitTests(MultiInstanceTestCase):
         """One number: autobahn's limit is derived from the consumer's, a little above it."""
         self.assertGreater(MAX_CLIENT_PAYLOAD_BYTES, MAX_CLIENT_FRAME_BYTES)
         self.assertLessEqual(MAX_CLIENT_PAYLOAD_BYTES, 2 * MAX_CLIENT_FRAME_BYTES)
+        self.assertEqual(
+            DAPHNE_LIMITS,
+            ["--websocket-max-message-size", str(MAX_CLIENT_PAYLOAD_BYTES), "--websocket-max-frame-size", str(MAX_CLIENT_PAYLOAD_BYTES)],
+        )
+
+    def test_daphne_reports_no_missing_limit_option(self):
+        """Started with the Makefile's options, daphne logs no livefeed.W102 (frames buffered before refusal)."""
+        self.assertNotIn("livefeed.W102", self.instance.log())
+        self.assertNotIn("livefeed.E1", self.instance.log())
 
     def test_a_frame_at_the_limit_is_read_and_judged_by_the_consumer(self):
         """A 4096-byte frame is not too large: it reaches the consumer, which refuses the garbage with 4400."""
         code = self.close_code_after(lambda ws: ws.send("x" * MAX_CLIENT_FRAME_BYTES))
+        self.assertEqual(code, CLOSE_BAD_FRAME)
+        self.assertBystanderStillServed()
+
+    def test_deeply_nested_json_is_closed_with_4400_without_a_traceback(self):
+        """1,000 '[' then 1,000 ']' (under the size limit) nests past Python's parser: 4400, not 1011."""
+        code = self.close_code_after(lambda ws: ws.send("[" * 1000 + "]" * 1000))
         self.assertEqual(code, CLOSE_BAD_FRAME)
         self.assertBystanderStillServed()
 

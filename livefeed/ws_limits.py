@@ -1,0 +1,66 @@
+"""Bounds on WebSockets: open sockets per client address, and paths that are no stream.
+
+- ``WebSocketsPerClientLimit``: one client address (as the rate limit computes it, behind
+  trusted proxies too; an IPv6 client counts per /64) may hold ``settings.WS_MAX_PER_CLIENT``
+  open WebSockets in this process. One more is accepted and closed at once with 4429, so the
+  client can tell "too many" from a refused handshake (403). Counted per process: with N
+  instances behind a balancer a client may hold up to N times as many.
+- ``refuse_unrouted``: the last route under ``/ws/``; a handshake to any other path is refused
+  (HTTP 403) instead of failing in the router (a 500 with a logged traceback).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import SimpleNamespace
+from typing import Any
+
+from django.conf import settings
+
+from feed.ratelimit import client_bucket, client_ip
+from livefeed.ws_origin import refuse_handshake
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+CLOSE_TOO_MANY_SOCKETS = 4429  # the same code as too many resumes: "too many, back off"
+
+
+def scope_client_address(scope: Scope) -> str:
+    """Return the client address of a scope by feed.ratelimit.client_ip's rule."""
+    client = scope.get("client") or ("", 0)
+    forwarded = b",".join(value for name, value in scope.get("headers", []) if name.lower() == b"x-forwarded-for")
+    meta = {"REMOTE_ADDR": client[0] or "", "HTTP_X_FORWARDED_FOR": forwarded.decode("latin-1")}
+    return client_bucket(client_ip(SimpleNamespace(META=meta)))  # type: ignore[arg-type]
+
+
+class WebSocketsPerClientLimit:
+    """ASGI middleware: at most WS_MAX_PER_CLIENT open WebSockets per client address."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.open: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        limit = settings.WS_MAX_PER_CLIENT
+        if scope["type"] != "websocket" or limit <= 0:
+            await self.app(scope, receive, send)
+            return
+        address = scope_client_address(scope)
+        if self.open[address] >= limit:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": CLOSE_TOO_MANY_SOCKETS})
+            return
+        self.open[address] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open[address] -= 1
+            if self.open[address] <= 0:
+                del self.open[address]
+
+
+async def refuse_unrouted(scope: Scope, receive: Any, send: Any) -> None:
+    """Refuse a WebSocket handshake to a path that is no stream (HTTP 403), quietly."""
+    await refuse_handshake(receive, send)
