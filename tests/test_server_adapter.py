@@ -39,14 +39,19 @@ TIMEOUT = 30
 
 @contextmanager
 def removed(cls: type, name: str):
-    """Remove an attribute from the class that defines it (in cls's MRO) for the block."""
-    owner = next(klass for klass in cls.__mro__ if name in vars(klass))
-    value = vars(owner)[name]
-    delattr(owner, name)
+    """Remove an attribute from every class in cls's MRO that defines it, for the block.
+
+    Every one: the adapter may have set its own version on a subclass (daphne's) of the
+    class that defines the original (autobahn's).
+    """
+    owners = [(klass, vars(klass)[name]) for klass in cls.__mro__ if name in vars(klass)]
+    for owner, _ in owners:
+        delattr(owner, name)
     try:
         yield
     finally:
-        setattr(owner, name, value)
+        for owner, value in owners:
+            setattr(owner, name, value)
 
 
 class StartupCheckTests(SimpleTestCase):

@@ -18,6 +18,7 @@ All do nothing when the application runs under another server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -52,6 +53,7 @@ def install() -> None:
     original_kill = server_class.kill_all_applications
     original_run = server_class.run
 
+    @functools.wraps(original_create)
     def create_application(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
         if scope.get("type") == "websocket":
             scope[sockets.PROTOCOL_SCOPE_KEY] = protocol
@@ -59,6 +61,7 @@ def install() -> None:
             scope.setdefault("scheme", sockets.ws_scheme(protocol))
         return original_create(self, protocol, scope)
 
+    @functools.wraps(original_kill)
     def kill_all_applications(self: Any) -> Any:
         from twisted.internet import defer
 
@@ -67,6 +70,7 @@ def install() -> None:
         waiting.addCallback(lambda _: original_kill(self))
         return waiting
 
+    @functools.wraps(original_run)
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         # Only read: the options themselves are daphne's (see the Makefile), checked here.
         from notifications.server_adapter import checks
