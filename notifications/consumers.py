@@ -1,7 +1,7 @@
 """The feed socket: /ws/feeds/<slug>/ (HTML frames) and ?format=json (event envelopes).
 
 The consumer only speaks the protocol: it checks the handshake, validates client frames and
-hands the reader to the process's FeedHub, which does all delivery. It has no channel-layer
+hands the reader to the process's StreamHub, which does all delivery. It has no channel-layer
 channel of its own, and live frames never pass through it.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from notifications.connection import Connection
 from notifications.daphne_hooks import PROTOCOL_SCOPE_KEY, forget_handshake
 from notifications.frames import CLOSE_TOO_MANY_RESUMES, CLOSE_TRY_AGAIN_LATER, BadClientFrame, parse_client_frame
 from notifications.hub import get_hub
+from notifications.streams import feed_stream
 from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
             return
         hub = get_hub()
         self.conn = Connection(
-            feed_id=feed.pk,
+            stream=feed_stream(feed.pk),
             json_mode=mode == "json",
             send=self.base_send,
             protocol=self.scope.get(PROTOCOL_SCOPE_KEY),
