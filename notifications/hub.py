@@ -18,9 +18,12 @@ ties the parts, each of which does one job:
 Live events arriving within ``live_coalesce`` of the previous delivery to a stream are
 delivered together, so each reader gets them in one socket write.
 
-Where events reach readers: ``StreamHub._write_live`` (every live or filled event, to the
-live readers), ``StreamHub._land_from_db`` (every database read lands here first) and
-``notifications.fanout.send_replay`` (replays, one reader at a time).
+Where events reach readers (and where metrics are counted): ``StreamHub._write_live``, the
+one place live frames are written (every event that advances a cursor, to the live readers;
+those with ``from_db`` were filled from the database); ``StreamHub._land_from_db``, where
+every database read (gap fill, stall fill, replay read) lands first; and
+``notifications.replay.start_replay`` / ``notifications.fanout.send_replay``, where resumes
+are answered and replayed, one reader at a time.
 """
 from __future__ import annotations
 
