@@ -197,6 +197,14 @@ class Connection:
         elif self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush())
 
+    def write_unsequenced(self, frame: StreamEvent) -> None:
+        """Send a frame outside the seq order (a signal such as notifications.read); sent_seq is kept."""
+        sent_seq, self.sent_seq = self.sent_seq, frame.seq - 1
+        try:
+            self.write(frame)  # the one write path, with its slow-reader checks
+        finally:
+            self.sent_seq = sent_seq
+
     def write_batch(self, batch: EventBatch) -> None:
         """Send the events this reader lacks, in order, as one socket write (daphne) or one by one."""
         events = batch.events

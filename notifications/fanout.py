@@ -45,6 +45,15 @@ def fan_out(readers: set[Connection], events: list[StreamEvent]) -> None:
                 drop_failed_reader(conn, readers)
 
 
+def fan_out_signal(readers: set[Connection], frame: StreamEvent) -> None:
+    """Write an unsequenced frame (e.g. notifications.read) to every reader, guarded like fan_out."""
+    for conn in tuple(readers):
+        try:
+            conn.write_unsequenced(frame)
+        except Exception:
+            drop_failed_reader(conn, readers)
+
+
 def send_replay(conn: Connection, events: list[StreamEvent]) -> bool:
     """Write replayed events to one reader in one socket write; return False if it failed (closed)."""
     try:

@@ -40,7 +40,7 @@ from notifications import replay
 from notifications.backstop import check_streams
 from notifications.conf import LiveSettings, live_settings
 from notifications.connection import Connection, StreamEvent
-from notifications.fanout import close_stalled, fan_out
+from notifications.fanout import close_stalled, fan_out, fan_out_signal
 from notifications.membership import Membership
 from notifications.stream_state import StreamState
 from notifications.streams import StreamKey, StreamKind, StreamStore, stream_kinds
@@ -63,6 +63,7 @@ class StreamHub:
         self.kinds = stream_kinds() if kinds is None else kinds
         self.store = StreamStore(self.kinds) if store is None else store
         self._kind_of_type = {type_: kind for kind in self.kinds.values() for type_ in kind.event_types}
+        self._kind_of_signal = {type_: kind for kind in self.kinds.values() for type_ in kind.signal_types}
         self._get_layer = get_layer or (lambda: get_channel_layer("default"))
         self.streams: dict[StreamKey, StreamState] = {}
         self.membership = Membership(None, conf)
@@ -149,6 +150,7 @@ class StreamHub:
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = self._kind_of_type.get(message.get("type"))  # type: ignore[arg-type]
         if kind is None:
+            self._on_signal(message)
             return
         parsed = kind.parse(message)
         if parsed is None:
@@ -167,6 +169,20 @@ class StreamHub:
             # reach each reader in one socket write instead of one write each.
             state.incoming_timer = asyncio.get_running_loop().call_later(wait, self._offer_incoming, state)
         state.incoming.append(event)
+
+    def _on_signal(self, message: dict[str, Any]) -> None:
+        """Write an unsequenced frame to every open connection of its stream (no order, no replay)."""
+        kind = self._kind_of_signal.get(message.get("type"))  # type: ignore[arg-type]
+        if kind is None:
+            return
+        parsed = kind.parse_signal(message)
+        if parsed is None:
+            logger.warning("Dropping a malformed signal: %r", message.get("type"))
+            return
+        key, frame = parsed
+        state = self.streams.get(key)
+        if state is not None:
+            fan_out_signal(state.members, frame)
 
     def _offer_incoming(self, state: StreamState) -> None:
         state.incoming_timer = None

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from importlib import import_module
 from typing import Any, ClassVar, NamedTuple
 
 from channels.db import database_sync_to_async
@@ -57,6 +58,9 @@ class StreamKind(ABC):
     metric_label: ClassVar[str]
     # Layer message types that carry a sequenced event of this kind.
     event_types: ClassVar[frozenset[str]]
+    # Layer message types that carry a frame outside the seq order (e.g. notifications.read),
+    # written to every open connection of the stream.
+    signal_types: ClassVar[frozenset[str]] = frozenset()
     # The message field that holds the stream's id.
     id_field: ClassVar[str]
 
@@ -71,6 +75,14 @@ class StreamKind(ABC):
         if type(stream_id) is not int or event is None:
             return None
         return StreamKey(self.name, stream_id), event
+
+    def parse_signal(self, message: dict[str, Any]) -> tuple[StreamKey, StreamEvent] | None:
+        """Return the stream and the unsequenced frame (seq 0) a signal message carries, or None."""
+        stream_id = message.get(self.id_field)
+        html, json_text = message.get("html"), message.get("json")
+        if type(stream_id) is not int or not isinstance(html, str) or not isinstance(json_text, str):
+            return None
+        return StreamKey(self.name, stream_id), StreamEvent(seq=0, html=html, json=json_text)
 
     @abstractmethod
     def load_after(self, stream_id: int, after: int, limit: int) -> list[StreamEvent]:
@@ -111,9 +123,73 @@ class FeedKind(StreamKind):
         return feed_last_seqs(feed_ids=stream_ids)
 
 
+class UserKind(StreamKind):
+    """A person's notifications: group ``user.<id>``, ``notification.created`` events (seq per user),
+    and ``notifications.read`` signals to every open connection of the user.
+
+    The notification model provides, in ``selectors_module``:
+    ``notifications_after(*, user_id, after_seq, limit)`` (ascending by seq) and
+    ``notification_last_seqs(*, user_ids) -> {user id: last seq}``; and
+    ``notifications.events.notification_created_event(notification)`` renders one to its layer
+    message (``type``, ``user_id``, ``seq``, ``html``, ``json``), as published on commit.
+    Until they exist, ``available()`` is False and the notification socket refuses handshakes.
+    """
+
+    name = "user"
+    metric_label = "notifications"
+    event_types = frozenset({"notification.created"})
+    signal_types = frozenset({"notifications.read"})
+    id_field = "user_id"
+    selectors_module = "notifications.selectors"
+
+    def group(self, stream_id: int) -> str:
+        from notifications.events import user_group_name
+
+        return user_group_name(stream_id)
+
+    def interface(self) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+        """Return (notifications_after, notification_last_seqs, notification_created_event); raise ImportError."""
+        from notifications import events
+
+        selectors = import_module(self.selectors_module)
+        try:
+            return (
+                selectors.notifications_after,
+                selectors.notification_last_seqs,
+                events.notification_created_event,  # type: ignore[attr-defined]
+            )
+        except AttributeError as exc:
+            raise ImportError(str(exc)) from exc
+
+    def available(self) -> bool:
+        try:
+            self.interface()
+        except ImportError:
+            return False
+        return True
+
+    def load_after(self, stream_id: int, after: int, limit: int) -> list[StreamEvent]:
+        notifications_after, _, render = self.interface()
+        events = []
+        for notification in notifications_after(user_id=stream_id, after_seq=after, limit=limit):
+            event = event_from_message(render(notification), from_db=True)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def last_seqs(self, stream_ids: list[int]) -> dict[int, int]:
+        _, notification_last_seqs, _ = self.interface()
+        return notification_last_seqs(user_ids=stream_ids)
+
+
+def user_stream(user_id: int) -> StreamKey:
+    """Return the key of a person's notification stream."""
+    return StreamKey(UserKind.name, user_id)
+
+
 def stream_kinds() -> dict[str, StreamKind]:
     """Return every kind of stream this process serves, by name."""
-    return {kind.name: kind for kind in (FeedKind(),)}
+    return {kind.name: kind for kind in (FeedKind(), UserKind())}
 
 
 class StreamStore:

@@ -45,6 +45,7 @@ class FakeConnection:
         self.fail = fail
         self.stalled = False
         self.seqs = []
+        self.signals = []
         self.writes = 0  # socket writes
         self.close_codes = []
         self._on_close = None
@@ -60,6 +61,12 @@ class FakeConnection:
         self.seqs.append(event.seq)
         self.sent_seq = event.seq
         self.writes += 1
+
+    def write_unsequenced(self, frame):
+        if self.fail:
+            raise WriteFailed("transport broke")
+        if not self.closed:
+            self.signals.append(frame.json)
 
     def write_batch(self, batch):
         if self.fail:
@@ -139,6 +146,7 @@ class ThingKind(StreamKind):
     name = "thing"
     metric_label = "thing"
     event_types = frozenset({"thing.created"})
+    signal_types = frozenset({"thing.touched"})
     id_field = "thing_id"
 
     def group(self, stream_id):

@@ -1,7 +1,9 @@
 """fan_out / send_replay / close_stalled: one reader cannot hurt the others."""
 from unittest import TestCase
 
-from notifications.fanout import close_stalled, fan_out, send_replay
+from notifications.conf import LiveSettings
+from notifications.connection import Connection
+from notifications.fanout import close_stalled, fan_out, fan_out_signal, send_replay
 from notifications.streams import StreamKey
 from tests.stream_fakes import FakeConnection, event
 
@@ -69,3 +71,26 @@ class CloseStalledTests(TestCase):
         stalled.stalled = True
         close_stalled([stalled, fine], now=0.0)
         self.assertEqual((stalled.close_codes, fine.close_codes), ([1013], []))
+
+
+class SignalTests(TestCase):
+    def test_signal_is_sent_without_moving_the_reader_in_its_stream(self):
+        """An unsequenced frame goes out on the socket; sent_seq stays, so no event is skipped or repeated."""
+        from tests.test_consumers import FakeProtocol
+
+        protocol = FakeProtocol()
+        conn = Connection(stream=KEY, json_mode=True, send=None, protocol=protocol, conf=LiveSettings())
+        conn.write(event(1))
+        fan_out_signal({conn}, event(0))
+        conn.write(event(1))
+        conn.write(event(2))
+        self.assertEqual(conn.sent_seq, 2)
+        self.assertEqual(len(protocol.transport._tempDataBuffer), 3)
+
+    def test_signal_write_that_raises_closes_only_that_reader(self):
+        """fan_out_signal is guarded like fan_out."""
+        first, broken, last = (FakeConnection(KEY, fail=f) for f in (False, True, False))
+        readers = {first, broken, last}
+        with self.assertLogs("notifications.fanout", "WARNING"):
+            fan_out_signal(readers, event(0))
+        self.assertEqual((len(first.signals), len(last.signals), broken.close_codes), (1, 1, [1013]))

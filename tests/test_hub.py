@@ -133,3 +133,21 @@ class StreamHubTests(HubTestCase):
             self.hub._on_message({"type": "comment.created", "feed_id": 1, "seq": "1", "html": "", "json": ""})
         await self.publish(FEED, 1)
         await wait_until(lambda: reader.seqs == [1], what="delivered")
+
+    async def test_signals_reach_every_reader_of_their_stream_outside_the_order(self):
+        """An unsequenced signal goes to every connection of its stream, replaying or live, and to no
+        other stream; a reader whose write raises is closed; the seq order is untouched."""
+        live = await self.live_reader(THING)
+        waiting = FakeConnection(THING)
+        await self.hub.attach(waiting)  # attached, no resume yet: not live
+        broken = await self.live_reader(THING, fail=True)
+        feed_reader = await self.live_reader(FEED)
+        touched = {"type": "thing.touched", "thing_id": 7, "html": "<b>7</b>", "json": '{"touched":7}'}
+        with self.assertLogs("notifications.fanout", "WARNING"):
+            self.hub._on_message(touched)
+        self.assertEqual((live.signals, waiting.signals, feed_reader.signals), (['{"touched":7}'], ['{"touched":7}'], []))
+        self.assertEqual(broken.close_codes, [1013])
+        with self.assertLogs("notifications.hub", "WARNING"):
+            self.hub._on_message({"type": "thing.touched", "thing_id": "7"})
+        await self.publish(THING, 1)
+        await wait_until(lambda: live.seqs == [1], what="delivered")
