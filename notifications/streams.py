@@ -50,6 +50,16 @@ def event_from_message(message: dict[str, Any], *, from_db: bool = False) -> Str
     return StreamEvent(seq=seq, html=html, json=json_text, from_db=from_db)
 
 
+def events_from_rows(rows: Iterable[Any], render: Callable[[Any], dict[str, Any]]) -> list[StreamEvent]:
+    """Return database rows as events (from_db), each rendered to the message its publish sends."""
+    events = []
+    for row in rows:
+        event = event_from_message(render(row), from_db=True)
+        if event is not None:
+            events.append(event)
+    return events
+
+
 class StreamKind(ABC):
     """How one kind of stream is named, carried, parsed and read from the database."""
 
@@ -110,12 +120,7 @@ class FeedKind(StreamKind):
         from feed.selectors import comments_after
         from notifications.events import comment_created_event
 
-        events = []
-        for comment in comments_after(feed=stream_id, after_seq=after, limit=limit):
-            event = event_from_message(comment_created_event(comment), from_db=True)
-            if event is not None:
-                events.append(event)
-        return events
+        return events_from_rows(comments_after(feed=stream_id, after_seq=after, limit=limit), comment_created_event)
 
     def last_seqs(self, stream_ids: list[int]) -> dict[int, int]:
         from feed.selectors import feed_last_seqs
@@ -170,12 +175,7 @@ class UserKind(StreamKind):
 
     def load_after(self, stream_id: int, after: int, limit: int) -> list[StreamEvent]:
         notifications_after, _, render = self.interface()
-        events = []
-        for notification in notifications_after(user_id=stream_id, after_seq=after, limit=limit):
-            event = event_from_message(render(notification), from_db=True)
-            if event is not None:
-                events.append(event)
-        return events
+        return events_from_rows(notifications_after(user_id=stream_id, after_seq=after, limit=limit), render)
 
     def last_seqs(self, stream_ids: list[int]) -> dict[int, int]:
         _, notification_last_seqs, _ = self.interface()
