@@ -137,7 +137,11 @@ class StreamHub:
         """Close every reader with this code (shutdown); return them."""
         closing = self.connections()
         for conn in closing:
-            conn.close(code, grace=grace)
+            try:
+                conn.close(code, grace=grace)
+            except Exception:  # one broken socket must not keep the others open
+                logger.warning("Closing a reader of %s failed", conn.stream, exc_info=True)
+                conn.release()
         return closing
 
     async def left(self) -> None:

@@ -151,3 +151,17 @@ class StreamHubTests(HubTestCase):
             self.hub._on_message({"type": "thing.touched", "thing_id": "7"})
         await self.publish(THING, 1)
         await wait_until(lambda: live.seqs == [1], what="delivered")
+
+    async def test_close_all_closes_every_reader_even_if_one_close_raises(self):
+        """At shutdown a reader whose close raises does not keep the others open."""
+        first, broken, last = [await self.live_reader(FEED) for _ in range(3)]
+
+        def close(code, *, grace=None):
+            raise OSError("socket gone")
+
+        broken.close = close
+        with self.assertLogs("notifications.hub", "WARNING"):
+            closing = self.hub.close_all(1012)
+        self.assertEqual(len(closing), 3)
+        self.assertEqual((first.close_codes, last.close_codes), ([1012], [1012]))
+        self.assertEqual(self.hub.streams, {})
