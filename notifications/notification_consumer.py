@@ -14,7 +14,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from notifications.consumers import FeedConsumer, stream_format
-from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
+from notifications.session_watch import CLOSE_SESSION_ENDED, credential_watch_start, session_watch_start
 from notifications.streams import UserKind, user_stream
 
 
@@ -55,7 +55,15 @@ class NotificationConsumer(FeedConsumer):
             return
         if not await self.start_stream(user_stream(user_id), json_mode=mode == "json"):
             return
+        # The stream ends when the session or the token that opened it does (signed out, revoked).
+        conn = self.conn
         if by_session:
-            # The stream ends when the session that opened it does.
-            conn = self.conn
             self.session_watch = session_watch_start(scope=self.scope, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED))
+        else:
+            self.session_watch = credential_watch_start(
+                still_valid=lambda: _token_still_valid(secret or "", user_id), on_ended=lambda: conn.close(CLOSE_SESSION_ENDED)
+            )
+
+
+async def _token_still_valid(secret: str, user_id: int) -> bool:
+    return await token_user_id(secret=secret) == user_id

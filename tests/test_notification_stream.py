@@ -167,3 +167,21 @@ class NotificationSocketTests(TransactionTestCase):
         await self.publish(self.fake.add(self.ann.pk))  # the seq order is untouched by the signal
         await session_socket.receive(1)
         self.assertEqual(session_socket.seqs(), [None, 1])
+
+    @override_settings(WS_SESSION_CHECK_INTERVAL=0.2)
+    async def test_revoked_token_or_signed_out_session_closes_the_socket_with_4401(self):
+        """The socket ends when the credential that opened it does: a deleted token, a deleted session."""
+        from django.contrib.sessions.backends.db import SessionStore
+
+        from feed.models import ApiToken
+
+        token_socket = self.socket(headers=[self.bearer(self.ann_token)], query="format=json")
+        session_socket = self.socket(headers=[self.ann_cookie], query="format=json")
+        for socket in (token_socket, session_socket):
+            self.assertTrue(await socket.connect(resume_after=0))
+        self.assertTrue(await token_socket.communicator.receive_nothing(0.5), "checks pass while valid")
+        await database_sync_to_async(ApiToken.objects.filter(user=self.ann).delete)()
+        self.assertEqual(await token_socket.communicator.receive_output(10), {"type": "websocket.close", "code": 4401})
+        session_key = self.ann_cookie[1].decode().partition("=")[2]
+        await database_sync_to_async(SessionStore(session_key).delete)()
+        self.assertEqual(await session_socket.communicator.receive_output(10), {"type": "websocket.close", "code": 4401})
