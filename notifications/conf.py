@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-# The checks each feed remembers (notifications.hub.FeedState.reported): a stall is filled
+# The checks each feed remembers (notifications.backstop.LagTracker.reported): a stall is filled
 # once a check older than lag_grace is among them, so lag_grace must stay below
 # (CHECK_HISTORY - 1) * check_interval.
 CHECK_HISTORY = 16

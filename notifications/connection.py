@@ -1,4 +1,4 @@
-"""One reader's socket: its position in the feed, and a bounded way to write to it.
+"""One reader's socket: its position in its stream, and a bounded way to write to it.
 
 Frames are written straight to daphne's WebSocket protocol when the server adapter put it in
 the scope (notifications.server_adapter, the only code that knows its attributes), so a fan-out is a loop of synchronous writes: no task,
@@ -19,6 +19,7 @@ from notifications.frames import CLOSE_TRY_AGAIN_LATER, MAX_RESUMES, RESUME_WIND
 
 if TYPE_CHECKING:
     from notifications.conf import LiveSettings
+    from notifications.streams import StreamKey
 
 logger = logging.getLogger(__name__)
 
@@ -26,28 +27,17 @@ logger = logging.getLogger(__name__)
 MAX_OUTBOX_FRAMES = 1000
 
 
-class FeedEvent:
-    """A comment event as every reader receives it: seq and both frames, rendered once."""
+class StreamEvent:
+    """An event of a stream as every reader receives it: seq and both frames, rendered once."""
 
-    __slots__ = ("feed_id", "seq", "html", "json", "from_db", "_prepared")
+    __slots__ = ("seq", "html", "json", "from_db", "_prepared")
 
-    def __init__(self, *, feed_id: int, seq: int, html: str, json: str, from_db: bool = False) -> None:
-        self.feed_id = feed_id
+    def __init__(self, *, seq: int, html: str, json: str, from_db: bool = False) -> None:
         self.seq = seq
         self.html = html
         self.json = json
         self.from_db = from_db  # read from the database (fill, replay), not received live
         self._prepared: list[Any] | None = None
-
-    @classmethod
-    def from_message(cls, message: dict[str, Any]) -> FeedEvent | None:
-        """Return the event carried by a channel-layer message, or None if it is not one."""
-        feed_id, seq, html, json_text = (message.get(key) for key in ("feed_id", "seq", "html", "json"))
-        if type(feed_id) is not int or type(seq) is not int or seq < 1:
-            return None
-        if not isinstance(html, str) or not isinstance(json_text, str):
-            return None
-        return cls(feed_id=feed_id, seq=seq, html=html, json=json_text)
 
     def text(self, json_mode: bool) -> str:
         return self.json if json_mode else self.html
@@ -64,7 +54,7 @@ class FeedEvent:
 
 
 class EventBatch:
-    """Consecutive events for the readers of one feed: each reader gets them in one socket write.
+    """Consecutive events for the readers of one stream: each reader gets them in one socket write.
 
     Frames stay one comment per frame; only their bytes are joined, once per mode for every
     reader that has none of them yet.
@@ -72,7 +62,7 @@ class EventBatch:
 
     __slots__ = ("events", "_joined")
 
-    def __init__(self, events: list[FeedEvent]) -> None:
+    def __init__(self, events: list[StreamEvent]) -> None:
         self.events = events
         self._joined: list[bytes | None] = [None, None]
 
@@ -91,14 +81,14 @@ pending_bytes = server_adapter.transport_unsent_bytes
 
 
 class Connection:
-    """A reader of one feed. ``sent_seq`` is the seq of the last comment frame it was sent.
+    """A reader of one stream. ``sent_seq`` is the seq of the last event frame it was sent.
 
     ``write`` drops anything at or below ``sent_seq``: frames reach a reader in strictly
     increasing seq, whatever path (live, gap fill, replay) offers them.
     """
 
     __slots__ = (
-        "feed_id",
+        "stream",
         "json_mode",
         "sent_seq",
         "closed",
@@ -117,13 +107,13 @@ class Connection:
     def __init__(
         self,
         *,
-        feed_id: int,
+        stream: StreamKey,
         json_mode: bool,
         send: Callable[[dict[str, Any]], Any],
         protocol: Any | None,
         conf: LiveSettings,
     ) -> None:
-        self.feed_id = feed_id
+        self.stream = stream
         self.json_mode = json_mode
         self.sent_seq = 0
         self.closed = False
@@ -145,7 +135,7 @@ class Connection:
     def on_close(self, callback: Callable[[Connection], None]) -> None:
         self._on_close = callback
 
-    def write(self, event: FeedEvent) -> None:
+    def write(self, event: StreamEvent) -> None:
         """Send the event's frame unless the reader already has it; close a reader that stopped reading."""
         if self.closed or event.seq <= self.sent_seq:
             return
@@ -166,6 +156,14 @@ class Connection:
             self.close(CLOSE_TRY_AGAIN_LATER)
         elif self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush())
+
+    def write_unsequenced(self, frame: StreamEvent) -> None:
+        """Send a frame outside the seq order (a signal such as notifications.read); sent_seq is kept."""
+        sent_seq, self.sent_seq = self.sent_seq, frame.seq - 1
+        try:
+            self.write(frame)  # the one write path, with its slow-reader checks
+        finally:
+            self.sent_seq = sent_seq
 
     def write_batch(self, batch: EventBatch) -> None:
         """Send the events this reader lacks, in order, as one socket write (daphne) or one by one."""
@@ -199,7 +197,7 @@ class Connection:
     def _check_backlog(self) -> None:
         pending = server_adapter.unsent_bytes(self._protocol)
         if pending > self._conf.slow_reader_max_bytes:
-            logger.info("Closing a slow reader of feed %s: %d bytes unsent", self.feed_id, pending)
+            logger.info("Closing a slow reader of %s: %d bytes unsent", self.stream, pending)
             self.close(CLOSE_TRY_AGAIN_LATER)
         elif pending > self._conf.slow_reader_soft_bytes:
             if self.backed_up_since is None:
@@ -279,7 +277,7 @@ class Connection:
             if self._close_code is not None:
                 await self._send({"type": "websocket.close", "code": self._close_code})
         except Exception:
-            logger.debug("Writing to a closed socket of feed %s", self.feed_id, exc_info=True)
+            logger.debug("Writing to a closed socket of %s", self.stream, exc_info=True)
             self.closed = True
             self.release()
         finally:

@@ -1,7 +1,7 @@
 """The feed socket: /ws/feeds/<slug>/ (HTML frames) and ?format=json (event envelopes).
 
 The consumer only speaks the protocol: it checks the handshake, validates client frames and
-hands the reader to the process's FeedHub, which does all delivery. It has no channel-layer
+hands the reader to the process's StreamHub, which does all delivery. It has no channel-layer
 channel of its own, and live frames never pass through it.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from notifications.connection import Connection
 from notifications.frames import CLOSE_TOO_MANY_RESUMES, CLOSE_TRY_AGAIN_LATER, BadClientFrame, parse_client_frame
 from notifications.hub import get_hub
 from notifications.server_adapter import forget_handshake, socket_of
+from notifications.streams import StreamKey, feed_stream
 from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
 
 logger = logging.getLogger(__name__)
@@ -90,10 +91,19 @@ class FeedConsumer(AsyncWebsocketConsumer):
         if feed is None:
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
+        if not await self.start_stream(feed_stream(feed.pk), json_mode=mode == "json"):
+            return
+        if not feed.allow_anonymous:
+            # Members-only: the stream ends when the session that opened it does.
+            conn = self.conn
+            self.session_watch = session_watch_start(scope=self.scope, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED))
+
+    async def start_stream(self, key: StreamKey, *, json_mode: bool) -> bool:
+        """Accept the handshake and hand the reader of this stream to the hub; False if it was closed."""
         hub = get_hub()
         self.conn = Connection(
-            feed_id=feed.pk,
-            json_mode=mode == "json",
+            stream=key,
+            json_mode=json_mode,
             send=self.base_send,
             protocol=socket_of(self.scope),
             conf=hub.conf,
@@ -105,13 +115,10 @@ class FeedConsumer(AsyncWebsocketConsumer):
             await hub.attach(self.conn)
         except Exception:
             # The database or the layer is away: 1013 makes clients retry (daphne's 1011 would not).
-            logger.warning("Could not open feed %s for a reader; asking it to retry", feed.pk, exc_info=True)
+            logger.warning("Could not open %s for a reader; asking it to retry", key, exc_info=True)
             self.conn.close(CLOSE_TRY_AGAIN_LATER)
-            return
-        if not feed.allow_anonymous:
-            # Members-only: the stream ends when the session that opened it does.
-            conn = self.conn
-            self.session_watch = session_watch_start(scope=self.scope, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED))
+            return False
+        return not self.conn.closed
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         conn = self.conn

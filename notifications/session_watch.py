@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
@@ -44,21 +44,27 @@ def session_watch_start(*, scope: dict[str, Any], on_ended: Callable[[], None]) 
     session = scope.get("session")
     if user is None or not user.is_authenticated or session is None:
         return None
-    return asyncio.ensure_future(
-        _watch(
-            session_key=session.session_key,
-            user_pk=user.pk,
-            interval=float(settings.WS_SESSION_CHECK_INTERVAL),
-            on_ended=on_ended,
-        )
+    session_key = session.session_key
+    return credential_watch_start(
+        still_valid=lambda: session_user_valid(session_key=session_key, user_pk=user.pk), on_ended=on_ended
     )
 
 
-async def _watch(*, session_key: str | None, user_pk: Any, interval: float, on_ended: Callable[[], None]) -> None:
+def credential_watch_start(
+    *, still_valid: Callable[[], Awaitable[bool]], on_ended: Callable[[], None]
+) -> asyncio.Task[None]:
+    """Re-check a stream's credentials (a session, an API token) every WS_SESSION_CHECK_INTERVAL
+    seconds in the background; call `on_ended` once `still_valid()` answers False."""
+    return asyncio.ensure_future(
+        _watch(still_valid=still_valid, interval=float(settings.WS_SESSION_CHECK_INTERVAL), on_ended=on_ended)
+    )
+
+
+async def _watch(*, still_valid: Callable[[], Awaitable[bool]], interval: float, on_ended: Callable[[], None]) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            valid = await session_user_valid(session_key=session_key, user_pk=user_pk)
+            valid = await still_valid()
         except Exception:  # the database is away: keep the reader, check again next time
             logger.warning("Could not re-check a WebSocket session", exc_info=True)
             continue

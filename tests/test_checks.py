@@ -8,7 +8,7 @@ from django.test import SimpleTestCase, override_settings
 
 from livefeed.checks import check_settings
 from notifications.conf import CHECK_HISTORY, live_settings
-from notifications.hub import FeedHub, FeedState
+from notifications.backstop import LagTracker
 from tests.harness import DaphneInstance, free_port
 
 REDIS_LAYER = {
@@ -107,23 +107,18 @@ class SettingsCheckTests(SimpleTestCase):
 
 
 class BackstopAtShortCheckIntervalsTests(SimpleTestCase):
-    """The hub's stall detection (FeedHub._fill_if_stalled) fills at every allowed check interval."""
+    """The hub's stall detection (backstop.LagTracker) fills at every allowed check interval."""
 
     def test_the_check_knows_how_many_checks_the_hub_remembers(self):
         """livefeed.checks bounds lag_grace by CHECK_HISTORY: it must be what the hub keeps."""
-        self.assertEqual(FeedState(1, recent_events=8).reported.maxlen, CHECK_HISTORY)
+        self.assertEqual(LagTracker(0.75).reported.maxlen, CHECK_HISTORY)
 
     def test_a_stalled_feed_is_filled_with_a_20_ms_check_interval(self):
-        """Checks every 20 ms that keep seeing seq 5 undelivered request a fill from the database."""
+        """Checks every 20 ms that keep seeing seq 5 undelivered make it due for a fill from the database."""
         with override_settings(LIVE_UPDATES={"check_interval": 0.02}):
-            hub = FeedHub(live_settings())
-        state = FeedState(1, recent_events=8)
-        state.cursor = 0
-        fills = []
-        hub._request_fill = lambda state, target, delay: fills.append(target)
-        for check in range(50):
-            hub._fill_if_stalled(state, 5, 1000.0 + check * 0.02)
-        self.assertIn(5, fills, "the database never filled the stalled feed")
+            lag = LagTracker(live_settings().lag_grace)
+        due = [lag.due(1000.0 + check * 0.02, 5) for check in range(50)]
+        self.assertIn(5, due, "the database never filled the stalled feed")
 
 
 class DaphneRefusesBadSettingsTests(SimpleTestCase):

@@ -18,9 +18,10 @@ from feed.models import Feed
 from feed.services import comment_create
 from livefeed.asgi import application
 from notifications.conf import LiveSettings
-from notifications.connection import Connection, FeedEvent, pending_bytes
+from notifications.connection import Connection, StreamEvent, pending_bytes
 from notifications.events import comment_created_event, feed_group_name
-from notifications.hub import FeedHub, all_hubs
+from notifications.hub import StreamHub, all_hubs
+from notifications.streams import FeedKind, StreamStore, feed_stream
 
 ORIGIN = (b"origin", b"http://localhost")
 SEQ_RE = re.compile(r'data-seq="(\d+)"')
@@ -103,7 +104,7 @@ async def wait_until(predicate, timeout=10, what="condition"):
 
 def hub_ready(feed_id):
     """Return whether this loop's hub has opened the feed (joined its group, read its cursor)."""
-    return any(feed_id in hub.feeds and hub.feeds[feed_id].cursor is not None for hub in all_hubs())
+    return any(hub.is_open(feed_stream(feed_id)) for hub in all_hubs())
 
 
 @database_sync_to_async
@@ -290,7 +291,7 @@ class OrderingTests(ConsumerTestCase):
         """Events arriving 3, 2, 1 reach the reader as 1, 2, 3 (held, not read from the database)."""
         reader = await self.connected_reader()
         events = await post_silently(self.feed, 3)
-        with mock.patch("notifications.hub.load_events_after") as load:
+        with mock.patch.object(FeedKind, "load_after") as load:
             for event in reversed(events):
                 await publish(event)
             self.assertEqual(await reader.receive_seqs(3), [1, 2, 3])
@@ -348,7 +349,7 @@ class HandshakeTests(ConsumerTestCase):
 
     async def test_reader_is_asked_to_retry_when_the_feed_cannot_be_opened(self):
         """If the feed's cursor cannot be read (database away) the socket closes with 1013, which clients retry."""
-        with mock.patch("notifications.hub.load_last_seqs", side_effect=RuntimeError("database away")):
+        with mock.patch.object(StreamStore, "last_seqs", side_effect=RuntimeError("database away")):
             reader = self.reader()
             self.assertTrue(await reader.connect())
             self.assertEqual(await reader.receive_close(), 1013)
@@ -484,13 +485,13 @@ class SlowReaderTests(TransactionTestCase):
 
     def connection(self, **conf):
         protocol = FakeProtocol()
-        conn = Connection(feed_id=1, json_mode=False, send=None, protocol=protocol, conf=LiveSettings(**conf))
+        conn = Connection(stream=feed_stream(1), json_mode=False, send=None, protocol=protocol, conf=LiveSettings(**conf))
         released = []
         conn.on_close(released.append)
         return conn, protocol, released
 
     def event(self, seq, size=1000):
-        return FeedEvent(feed_id=1, seq=seq, html="x" * size, json="{}")
+        return StreamEvent(seq=seq, html="x" * size, json="{}")
 
     def test_reader_over_the_byte_limit_is_closed_with_1013_and_detached(self):
         """Once unsent bytes pass the limit the reader gets a 1013 close and no more frames."""
@@ -585,13 +586,13 @@ class RedisLayerTests(ConsumerTestCase):
     def layer_messages(self):
         """Collect the seqs of the events the hub receives from the channel layer."""
         received = []
-        original = FeedHub._on_message
+        original = StreamHub._on_message
 
         def spy(hub, message):
             received.append(message.get("seq"))
             return original(hub, message)
 
-        with mock.patch.object(FeedHub, "_on_message", spy):
+        with mock.patch.object(StreamHub, "_on_message", spy):
             yield received
 
     @override_settings(
@@ -622,8 +623,8 @@ class RedisLayerTests(ConsumerTestCase):
             self.assertEqual(await html_reader.receive_seqs(2), [1, 2, 3])
 
             await database_sync_to_async(self.redis.start)()  # empty: every group is forgotten
-            hub = next(hub for hub in all_hubs() if self.feed.pk in hub.feeds)
-            await wait_until(lambda: hub._layer_ok and not hub._need_rejoin, timeout=15, what="hub re-joined")
+            hub = next(hub for hub in all_hubs() if feed_stream(self.feed.pk) in hub.streams)
+            await wait_until(lambda: hub.membership.ok and not hub.membership.need_rejoin, timeout=15, what="hub re-joined")
             # Live through Redis again: within 10 s a new comment reaches the hub from the layer.
             deadline = time.monotonic() + 10
             with self.layer_messages() as received:

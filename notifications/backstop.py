@@ -1,0 +1,115 @@
+"""The database backstop: what the live path lost, the database provides, in seq order.
+
+Two ways a stream falls behind the database, both filled by a ``Filler`` (one database read
+at a time, up to a target seq, each read landing through the stream's ordering):
+
+- a gap: an event arrived ahead of the cursor; after ``gap_grace`` the missing seqs are read
+  (``StreamHub`` requests it when ``StreamOrder.missing_until`` is set);
+- a stall: every ``check_interval`` one query per kind (``StreamStore.last_seqs``) compares
+  every cursor with the database (``check_streams``). A seq the database reported at least
+  ``lag_grace`` ago (by default: at the previous check) and still undelivered means the live
+  path lost it (a dropped message, a Redis outage): it is read from the database. Events
+  merely in flight are left to the live path, which stays the main one.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
+
+from notifications.conf import CHECK_HISTORY
+
+if TYPE_CHECKING:
+    from notifications.connection import StreamEvent
+    from notifications.stream_order import StreamOrder
+    from notifications.stream_state import StreamState
+    from notifications.streams import StreamStore
+
+logger = logging.getLogger(__name__)
+
+
+class LagTracker:
+    """Remember the database's last seq at recent checks; say which one is overdue."""
+
+    __slots__ = ("lag_grace", "reported")
+
+    def __init__(self, lag_grace: float) -> None:
+        self.lag_grace = lag_grace
+        # (time.monotonic(), the database's last seq) of recent checks, oldest first.
+        self.reported: deque[tuple[float, int]] = deque(maxlen=CHECK_HISTORY)
+
+    def due(self, now: float, last: int) -> int:
+        """Record the database's last seq now; return the newest seq reported at least lag_grace ago."""
+        reported = self.reported
+        reported.append((now, last))
+        due = 0
+        while reported and now - reported[0][0] >= self.lag_grace:
+            due = max(due, reported.popleft()[1])
+        return due
+
+
+class Filler:
+    """Read one stream's missing events from the database up to a target seq, one read at a time.
+
+    ``fetch(after, limit)`` reads and lands the events (advancing ``order``'s cursor);
+    ``active()`` says whether the stream is still served.
+    """
+
+    def __init__(
+        self,
+        *,
+        order: StreamOrder,
+        fetch: Callable[[int, int], Awaitable[list[StreamEvent]]],
+        batch_size: int,
+        active: Callable[[], bool],
+    ) -> None:
+        self.order = order
+        self.fetch = fetch
+        self.batch_size = batch_size
+        self.active = active
+        self.target = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def request(self, target: int, delay: float) -> None:
+        """Fill up to ``target`` after ``delay`` seconds (at once if a fill is running)."""
+        if target > self.target:
+            self.target = target
+        if self.task is None and self.active():
+            self.task = asyncio.ensure_future(self._run(delay))
+
+    def cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def _run(self, delay: float) -> None:
+        order = self.order
+        try:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while order.cursor is not None and order.cursor < self.target and self.active():
+                before = order.cursor
+                # Read only up to the target: what is newer is likely in flight on the live path.
+                await self.fetch(before, min(self.batch_size, self.target - before))
+                if order.cursor == before:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("Filling %s from the database failed; the next check retries", order.name, exc_info=True)
+        finally:
+            self.task = None
+
+
+async def check_streams(states: Iterable[StreamState], store: StreamStore, now: float) -> None:
+    """Compare the open streams' cursors with the database (one query per kind); fill the stalled ones."""
+    opened = [state for state in states if state.order.cursor is not None]
+    if not opened:
+        return
+    last_seqs = await store.last_seqs([state.key for state in opened])
+    for state in opened:
+        due = state.lag.due(now, last_seqs.get(state.key, 0))
+        cursor = state.order.cursor
+        if cursor is not None and due > cursor:
+            state.filler.request(due, 0)

@@ -1,0 +1,167 @@
+"""The coordinator: several kinds of stream through one StreamHub, on a fake layer and database."""
+from unittest import IsolatedAsyncioTestCase
+
+from notifications.conf import LiveSettings
+from notifications.hub import StreamHub
+from notifications.streams import FeedKind, StreamKey
+from tests.stream_fakes import FakeConnection, FakeLayer, FakeStore, ThingKind, event, thing_message, wait_until
+
+FEED = StreamKey("feed", 1)
+THING = StreamKey("thing", 7)
+
+
+def feed_message(seq, feed_id=1):
+    e = event(seq)
+    return {"type": "comment.created", "feed_id": feed_id, "seq": seq, "html": e.html, "json": e.json}
+
+
+class HubTestCase(IsolatedAsyncioTestCase):
+    conf = LiveSettings(check_interval=3600.0, gap_grace=0.01, lag_grace=0.0, live_coalesce=0.0)
+
+    async def asyncSetUp(self):
+        self.layer = FakeLayer()
+        self.store = FakeStore()
+        self.hub = StreamHub(
+            self.conf,
+            kinds={"feed": FeedKind(), "thing": ThingKind()},
+            store=self.store,
+            get_layer=lambda: self.layer,
+        )
+
+    async def asyncTearDown(self):
+        self.hub.close_all(1001)
+        await self.hub.left()
+
+    async def live_reader(self, key=FEED, *, after=0, fail=False):
+        conn = FakeConnection(key)
+        await self.hub.attach(conn)
+        self.hub.resume(conn, after)
+        await wait_until(lambda: conn in self.hub.streams[key].live, what="live")
+        conn.fail = fail
+        return conn
+
+    async def publish(self, key, *seqs):
+        """Commit the seqs and send their events to the stream's group, like publish on commit."""
+        self.store.commit(key, *seqs)
+        for seq in seqs:
+            message = feed_message(seq, key.id) if key.kind == "feed" else thing_message(key.id, seq)
+            await self.layer.group_send(self.hub.kinds[key.kind].group(key.id), message)
+
+
+class StreamHubTests(HubTestCase):
+    async def test_two_kinds_of_stream_share_one_channel_and_stay_apart(self):
+        """A feed and a thing stream are joined on one channel; each reader gets its own stream, in order."""
+        feed_reader = await self.live_reader(FEED)
+        thing_reader = await self.live_reader(THING)
+        self.assertEqual(self.layer.groups["feed.1"], {"hub!1"})
+        self.assertEqual(self.layer.groups["thing.7"], {"hub!1"})
+        await self.publish(FEED, 1, 2)
+        await self.publish(THING, 1, 2, 3)
+        await wait_until(lambda: feed_reader.seqs == [1, 2] and thing_reader.seqs == [1, 2, 3], what="delivered")
+        self.assertIn("<p>t7-1</p>", self.hub.streams[THING].order.recent[0].html)
+
+    async def test_gap_is_filled_from_the_database_in_order(self):
+        """Events 1 and 3 arrive live, 2 never does: the reader gets 1, 2, 3."""
+        reader = await self.live_reader(THING)
+        self.store.commit(THING, 2)
+        await self.publish(THING, 1, 3)
+        await wait_until(lambda: reader.seqs == [1, 2, 3], what="gap filled")
+        self.assertEqual(self.hub.delivered, {"live": 2, "database": 1})
+
+    async def test_lost_events_are_filled_by_the_check(self):
+        """Events committed but never published reach readers at the periodic check."""
+        reader = await self.live_reader(FEED)
+        self.store.commit(FEED, 1, 2)
+        await self.hub.check()
+        await wait_until(lambda: reader.seqs == [1, 2], what="stall filled")
+
+    async def test_reader_whose_write_raises_is_closed_and_the_others_miss_nothing(self):
+        """Between two good readers, a reader whose socket write raises is closed with 1013 and
+        detached; the others get that event and every later one, with no gap."""
+        first = await self.live_reader(FEED)
+        broken = await self.live_reader(FEED, fail=True)
+        last = await self.live_reader(FEED)
+        with self.assertLogs("notifications.fanout", "WARNING"):
+            await self.publish(FEED, 1)
+            await wait_until(lambda: broken.closed, what="broken reader closed")
+        await self.publish(FEED, 2, 3)
+        await wait_until(lambda: first.seqs == [1, 2, 3] and last.seqs == [1, 2, 3], what="delivered")
+        self.assertEqual(broken.close_codes, [1013])
+        self.assertNotIn(broken, self.hub.streams[FEED].members)
+
+    async def test_resume_replays_then_continues_live(self):
+        """A resume replays what the reader missed, then live events follow without gap or repeat."""
+        watcher = await self.live_reader(FEED)
+        await self.publish(FEED, 1, 2, 3)
+        await wait_until(lambda: watcher.seqs == [1, 2, 3], what="delivered")
+        late = await self.live_reader(FEED, after=1)
+        await self.publish(FEED, 4)
+        await wait_until(lambda: late.seqs == [2, 3, 4], what="replayed then live")
+
+    async def test_last_reader_leaving_leaves_the_group(self):
+        """When a stream's last local reader goes, its group is left and its state dropped."""
+        reader = await self.live_reader(THING)
+        reader.close(1000)
+        await self.hub.left()
+        self.assertEqual(self.layer.groups["thing.7"], set())
+        self.assertEqual(self.hub.streams, {})
+
+    async def test_stream_that_cannot_be_opened_refuses_the_reader(self):
+        """With the database away, attach raises (the consumer closes with 1013) and keeps nothing."""
+        self.store.fail = True
+        conn = FakeConnection(FEED)
+        with self.assertRaises(RuntimeError):
+            await self.hub.attach(conn)
+        self.assertEqual(self.hub.streams, {})
+
+    async def test_groups_are_rejoined_after_a_layer_outage(self):
+        """A layer that failed a join is rejoined at the next check, and live events flow again."""
+        self.layer.fail = True
+        with self.assertLogs("notifications.membership", "WARNING"):
+            reader = await self.live_reader(FEED)
+        self.layer.fail = False
+        await self.hub.check()
+        self.assertTrue(self.hub.membership.ok)
+        await self.publish(FEED, 1)
+        await wait_until(lambda: reader.seqs == [1], what="live again")
+
+    async def test_unknown_and_malformed_messages_are_ignored(self):
+        """Messages of no known type are ignored; malformed events are dropped with a warning."""
+        reader = await self.live_reader(FEED)
+        self.hub._on_message({"type": "feed.presence", "feed_id": 1})
+        with self.assertLogs("notifications.hub", "WARNING"):
+            self.hub._on_message({"type": "comment.created", "feed_id": 1, "seq": "1", "html": "", "json": ""})
+        await self.publish(FEED, 1)
+        await wait_until(lambda: reader.seqs == [1], what="delivered")
+
+    async def test_signals_reach_every_reader_of_their_stream_outside_the_order(self):
+        """An unsequenced signal goes to every connection of its stream, replaying or live, and to no
+        other stream; a reader whose write raises is closed; the seq order is untouched."""
+        live = await self.live_reader(THING)
+        waiting = FakeConnection(THING)
+        await self.hub.attach(waiting)  # attached, no resume yet: not live
+        broken = await self.live_reader(THING, fail=True)
+        feed_reader = await self.live_reader(FEED)
+        touched = {"type": "thing.touched", "thing_id": 7, "html": "<b>7</b>", "json": '{"touched":7}'}
+        with self.assertLogs("notifications.fanout", "WARNING"):
+            self.hub._on_message(touched)
+        self.assertEqual((live.signals, waiting.signals, feed_reader.signals), (['{"touched":7}'], ['{"touched":7}'], []))
+        self.assertEqual(broken.close_codes, [1013])
+        with self.assertLogs("notifications.hub", "WARNING"):
+            self.hub._on_message({"type": "thing.touched", "thing_id": "7"})
+        await self.publish(THING, 1)
+        await wait_until(lambda: live.seqs == [1], what="delivered")
+
+    async def test_close_all_closes_every_reader_even_if_one_close_raises(self):
+        """At shutdown a reader whose close raises does not keep the others open."""
+        first, broken, last = [await self.live_reader(FEED) for _ in range(3)]
+
+        def close(code, *, grace=None):
+            raise OSError("socket gone")
+
+        broken.close = close
+        with self.assertLogs("notifications.hub", "WARNING"):
+            closing = self.hub.close_all(1012)
+        self.assertEqual(len(closing), 3)
+        self.assertEqual((first.close_codes, last.close_codes), ([1012], [1012]))
+        self.assertEqual(self.hub.streams, {})
