@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 
 from feed.models import Comment
 from notifications.conf import live_settings
-from notifications.events import comment_created_event, feed_group_name
+from notifications.events import comment_created_event, feed_group_name, user_group_name
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +104,25 @@ class _Send:
             why,
             exc_info=exc_info,
         )
+
+
+def publish_user_event(user_id: int, event: dict[str, Any]) -> None:
+    """Send a notification event to the user's group, guarded like publish_comment_created.
+
+    Bounded by ``layer_timeout``, logged and skipped on failure: readers catch up from the
+    database (GET /api/notifications/?after=<seq>).
+    """
+    layer = get_channel_layer()
+    if layer is None or time.monotonic() < _skip_until:
+        return
+    seq = int(event.get("seq") or event.get("up_to") or 0)
+    # _Send's log line names a feed; here the id is the user's (its group says so).
+    send = _Send(layer, user_group_name(user_id), event, live_settings(), seq=seq, feed_id=user_id)
+    loop = _server_loop()
+    if loop is None:
+        try:
+            async_to_sync(send.run)()
+        except Exception:
+            logger.warning("Could not publish %s to user %s", event.get("type"), user_id, exc_info=True)
+        return
+    loop.call_soon_threadsafe(send.schedule)

@@ -64,11 +64,11 @@ class SchemaContentTests(OpenApiTestCase):
                     self.assertEqual(ref, "#/components/schemas/ErrorOut")
 
     def test_post_body_is_described(self):
-        """The request body is a JSON object with `author` and a required `body`."""
+        """The request body is a JSON object with `author`, an optional `reply_to` and a required `body`."""
         operation = self.schema["paths"][COMMENTS]["post"]
         ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         comment_in = self.schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
-        self.assertEqual(set(comment_in["properties"]), {"author", "body"})
+        self.assertEqual(set(comment_in["properties"]), {"author", "body", "reply_to"})
         self.assertEqual(comment_in["required"], ["body"])
         self.assertEqual(comment_in["properties"]["body"]["maxLength"], 2000)
 
