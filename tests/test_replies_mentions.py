@@ -37,6 +37,16 @@ class ReplyApiTests(RepliesTestCase):
         reply = Comment.objects.get(pk=response.json()["id"])
         self.assertEqual(json.loads(comment_created_event(reply)["json"])["data"]["reply_to"], self.parent.pk)
 
+    def test_an_idempotent_post_keeps_its_reply_to(self):
+        """With an Idempotency-Key the reply is saved with reply_to, and the repeat answers the same."""
+        data = json.dumps({"author": "Bob", "body": "yes", "reply_to": self.parent.pk})
+        answers = [
+            self.client.post("/api/feeds/talk/comments/", data, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k1")
+            for _ in range(2)
+        ]
+        self.assertEqual([a.json()["reply_to"] for a in answers], [self.parent.pk] * 2)
+        self.assertEqual(Comment.objects.get(body="yes").reply_to, self.parent)
+
     def test_reply_to_must_be_a_comment_of_the_same_feed(self):
         """Another feed's comment, a missing id, zero, a negative number or a string: 400 with fields.reply_to."""
         elsewhere = comment_create(feed=self.other, author="Zed", body="there")
