@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.db.models.functions import Lower
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
 
 # After a start, space or punctuation other than `@` and word characters (so an e-mail
 # address is no mention); a name is letters, digits and `_.-`.
@@ -34,7 +38,7 @@ def mention_candidates(body: str) -> list[str]:
     return list(seen)
 
 
-def active_users_named(names: Iterable[str]) -> dict[str, object]:
+def active_users_named(names: Iterable[str]) -> dict[str, AbstractBaseUser]:
     """Return {lowercased username: user} for the active users with these (lowercased) names."""
     lowered = [name.lower() for name in names]
     if not lowered:
@@ -45,21 +49,21 @@ def active_users_named(names: Iterable[str]) -> dict[str, object]:
         .filter(username_lower__in=lowered, is_active=True)
         .order_by("pk")
     )
-    found: dict[str, object] = {}
+    found: dict[str, AbstractBaseUser] = {}
     for user in users:
         found.setdefault(user.get_username().lower(), user)
     return found
 
 
-def mentioned_users(body: str) -> list[object]:
+def mentioned_users(body: str) -> list[AbstractBaseUser]:
     """Return the active users the body mentions, in order of first mention."""
     candidates = mention_candidates(body)
     found = active_users_named(candidates)
-    users: dict[int, object] = {}
+    users: dict[int, AbstractBaseUser] = {}
     for name in candidates:
         user = found.get(name)
         if user is not None:
-            users.setdefault(user.pk, user)  # type: ignore[attr-defined]
+            users.setdefault(user.pk, user)
     return list(users.values())
 
 
@@ -77,8 +81,11 @@ def render_body(body: str) -> SafeString:
             user = found.get(name.lower())
             if user is not None:
                 rest = match.group(1)[len(name):]
-                return str(format_html('<span class="mention" data-user="{}">@{}</span>{}',
-                                       user.get_username(), mark_safe(name), mark_safe(rest)))  # type: ignore[attr-defined]
+                # `name` and `rest` come from the escaped text and hold only [\w.-].
+                return str(
+                    format_html('<span class="mention" data-user="{}">@{}</span>{}',
+                                user.get_username(), mark_safe(name), mark_safe(rest))
+                )
         return match.group(0)
 
     marked = _MENTION.sub(mark, escaped) if found else escaped

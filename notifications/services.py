@@ -1,7 +1,7 @@
 """Writes of a person's notifications: creating them with a comment, and marking them read."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 
@@ -17,23 +17,21 @@ if TYPE_CHECKING:
 MAX_NOTIFIED_PER_COMMENT = 20
 
 
-def _recipients(*, comment: Comment) -> list[tuple[Any, str]]:
+def _recipients(*, comment: Comment, feed: Feed) -> list[tuple[AbstractBaseUser, str]]:
     """Return (user, kind) for each person the comment should notify, replied-to author first.
 
     Never the comment's own author; once per person (a reply that also mentions is a reply);
     only active users who may read the feed; at most MAX_NOTIFIED_PER_COMMENT.
     """
-    candidates: dict[int, tuple[Any, str]] = {}
+    candidates: dict[int, tuple[AbstractBaseUser, str]] = {}
     parent = comment.reply_to
     if parent is not None and parent.user_id is not None and parent.user.is_active:
         candidates[parent.user_id] = (parent.user, Notification.Kind.REPLY)
     for user in mentioned_users(comment.body):
-        candidates.setdefault(user.pk, (user, Notification.Kind.MENTION))  # type: ignore[attr-defined]
-    candidates.pop(comment.user_id, None)  # type: ignore[arg-type]
-    if not candidates:
-        return []
-    feed = Feed.objects.get(pk=comment.feed_id)
-    chosen: list[tuple[Any, str]] = []
+        candidates.setdefault(user.pk, (user, Notification.Kind.MENTION))
+    if comment.user_id is not None:
+        candidates.pop(comment.user_id, None)
+    chosen: list[tuple[AbstractBaseUser, str]] = []
     for user, kind in candidates.values():
         try:
             feed_check_can_read(feed=feed, user=user)
@@ -53,7 +51,10 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
     user-id order, so concurrent comments notifying the same people cannot deadlock. Each
     notification is published to its user once the transaction commits.
     """
-    recipients = sorted(_recipients(comment=comment), key=lambda pair: pair[0].pk)
+    if comment.reply_to_id is None and "@" not in comment.body:
+        return []
+    feed = Feed.objects.get(pk=comment.feed_id)
+    recipients = sorted(_recipients(comment=comment, feed=feed), key=lambda pair: pair[0].pk)
     if not recipients:
         return []
     user_ids = [user.pk for user, _ in recipients]
@@ -69,12 +70,11 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
         counter = counters[user.pk]
         counter.last_seq += 1
         notifications.append(
-            Notification(user=user, seq=counter.last_seq, kind=kind, comment=comment, feed_id=comment.feed_id)
+            Notification(user=user, seq=counter.last_seq, kind=kind, comment=comment, feed=feed)
         )
     NotificationCounter.objects.bulk_update(counters.values(), ["last_seq"])
     Notification.objects.bulk_create(notifications)
     for notification in notifications:
-        notification.comment = comment
         transaction.on_commit(lambda n=notification: _publish_created(n))
     return notifications
 
