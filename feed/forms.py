@@ -33,7 +33,8 @@ class CommentForm(forms.Form):
             # Signed in, the field is not shown: the service posts under the username.
             self.fields["author"].widget.attrs["required"] = True
         if replying_to is not None:
-            self.fields["body"].widget.attrs["autofocus"] = True
+            # Focus where the reply is typed; screen readers hear whom it answers.
+            self.fields["body"].widget.attrs.update({"autofocus": True, "aria-describedby": "replying-to"})
         for field in self.fields.values():
             # The service strips control characters (NUL included) on every path alike.
             field.validators = []

@@ -99,6 +99,15 @@ class PeopleBrowserTests(ScreenshotOnFailureMixin, MultiInstanceTestCase):
         self.assertIn("(guest)", self.find(self.browser, f"#comment-{reply.pk}").text)
         self.assertEqual(list(Notification.objects.values_list("user__username", "kind")), [("zed", "reply")])
 
+    def test_a_reply_link_whose_answer_is_not_the_form_is_followed_as_a_page(self):
+        """If the reply action's answer is no form (here: the feed is gone, 404), the page is not patched with it: the link is followed."""
+        self.open_feed(self.browser)
+        self.wait_live()
+        link = self.find(self.browser, f"#comment-{self.parent.pk} .reply-link").get_attribute("href")
+        Feed.objects.filter(pk=self.feed.pk).delete()
+        self.find(self.browser, f"#comment-{self.parent.pk} .reply-link").click()
+        self.browser.wait_for(lambda: self.browser.driver.current_url == link, message=f"navigation to {link}")
+
     def test_reply_without_javascript_prefills_the_form_and_posts(self):
         """Without JavaScript the reply link opens the page with the form set to reply; the post redirects back."""
         self.open_feed(self.plain)

@@ -90,6 +90,8 @@ class ReplyPageTests(RepliesTestCase):
         self.assertIn(f'Replying to <a href="#comment-{self.parent.pk}">Zed</a>', html)
         self.assertIn("cancel", html)
         self.assertRegex(html, r"<textarea[^>]*autofocus")
+        self.assertRegex(html, r'<textarea[^>]*aria-describedby="replying-to"')
+        self.assertIn('<p class="replying-to" id="replying-to">', html)
 
     def test_htmx_gets_only_the_form_for_a_reply(self):
         """With htmx the reply action answers the form fragment alone, set to reply; cancel gives it back blank."""
