@@ -15,29 +15,43 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic.edit import FormView
 
-from accounts.limits import TooManyAttempts, login_attempt_check, signup_attempt_check
+from accounts.limits import TooManyAttempts, login_blocked_check, login_failure_count, signup_attempt_check
 
 
 def _too_many(request: HttpRequest, view: FormView, form: Any, exc: TooManyAttempts) -> HttpResponse:
-    form.add_error(None, str(exc))
-    response = view.render_to_response(view.get_context_data(form=form), status=429)
+    # The form is shown unchecked (no password is verified), with the limit's message.
+    response = view.render_to_response(view.get_context_data(form=form, too_many=str(exc)), status=429)
     response["Retry-After"] = str(exc.retry_after)
     return response
 
 
 class SignInView(LoginView):
-    """Sign in; attempts are rate-limited per client and per account name."""
+    """Sign in; failed attempts are rate-limited per client and per account name."""
 
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
 
+    def _username(self) -> str:
+        return str(self.request.POST.get("username", ""))
+
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        form = self.get_form()
         try:
-            login_attempt_check(request, username=str(request.POST.get("username", ""))[:150])
+            login_blocked_check(request, username=self._username())
         except TooManyAttempts as exc:
-            return _too_many(request, self, form, exc)
+            # Refused before the password is checked.
+            return _too_many(request, self, self._unchecked_form(), exc)
         return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        try:
+            login_failure_count(self.request, username=self._username())
+        except TooManyAttempts as exc:
+            return _too_many(self.request, self, self._unchecked_form(), exc)
+        return super().form_invalid(form)
+
+    def _unchecked_form(self) -> Any:
+        # Unbound, so that showing it checks no password; the name typed is kept.
+        return self.get_form_class()(self.request, initial={"username": self._username()[:150]})
 
 
 @method_decorator([sensitive_post_parameters(), csrf_protect, never_cache], name="dispatch")
@@ -54,10 +68,10 @@ class SignUpView(RedirectURLMixin, FormView):
         return super().dispatch(request, *args, **kwargs)
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        form = self.get_form()
         try:
             signup_attempt_check(request)
         except TooManyAttempts as exc:
+            form = self.get_form_class()(initial={"username": str(request.POST.get("username", ""))[:150]})
             return _too_many(request, self, form, exc)
         return super().post(request, *args, **kwargs)
 

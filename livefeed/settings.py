@@ -182,8 +182,8 @@ LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 # Anyone may create an account at /accounts/signup/; 0 turns that page off.
 SIGNUP_OPEN = env_bool("SIGNUP_OPEN", True)
-# Sign-in attempts per client address and per account name, and sign-ups per client
-# address (feed.ratelimit syntax: N/s, N/m, N/h or off).
+# Failed sign-ins per client address and per account name, and sign-ups per client
+# address (feed.ratelimit syntax: N/s, N/m, N/h or off); see accounts/limits.py.
 LOGIN_FAIL_RATE = os.environ.get("LOGIN_FAIL_RATE", "10/m")
 LOGIN_FAIL_RATE_PER_ACCOUNT = os.environ.get("LOGIN_FAIL_RATE_PER_ACCOUNT", "5/m")
 SIGNUP_RATE = os.environ.get("SIGNUP_RATE", "10/h")
