@@ -17,6 +17,7 @@ from feed.ratelimit import client_identity
 from feed.rendering import comment_as_dict
 from feed.selectors import MAX_LIMIT, comments_after, feed_get, feeds_readable
 from feed.services import comment_submit, feed_check_can_read
+from notifications.api import router as notifications_router
 
 DESCRIPTION = """\
 Read feeds and comments, and post comments. New comments also arrive live on the
@@ -25,7 +26,16 @@ WebSocket `/ws/feeds/{slug}/?format=json`; after a disconnect, catch up with
 
 Authentication: `Authorization: Bearer <token>` (issue one with `manage.py issue_token <username>`),
 or the browser session (then unsafe requests need the `X-CSRFToken` header), or none:
-feeds that allow anonymous posting take a display name in `author`.
+feeds that allow anonymous posting take a display name in `author`. A signed-in author's
+comments carry their username in `author` and `user` (an `author` they send is ignored);
+a guest's `user` is null, and a guest may not take a registered username as display name.
+
+Replies and mentions: `reply_to` names the comment (of the same feed) a comment answers;
+`@username` in a body mentions that user. Either notifies the person (signed in, and able to
+read the feed): `GET /api/notifications/?after=<seq>` lists your notifications in ascending
+per-user seq, `GET /api/notifications/summary/` counts the unread ones, and
+`POST /api/notifications/read/` with `{"up_to": <seq>}` marks them read. These need a token
+or the session; without credentials they answer `401`.
 
 Errors are always JSON: `{"error": "<code>", "detail": "<text>", "fields": {"<field>": ["<message>"]}}`,
 with `fields` only when particular fields are invalid.
@@ -45,9 +55,12 @@ in seconds; repeats of an idempotent post are not counted.
 class FeedAPI(NinjaAPI):
     def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None) -> Any:
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
-        # Every operation also works without credentials (anonymous): say so with `{}`.
+        # Every feed operation also works without credentials (anonymous): say so with `{}`.
+        # A person's notifications need a signed-in user or a token.
         for operations in schema["paths"].values():
             for operation in operations.values():
+                if "notifications" in operation.get("tags", ()):
+                    continue
                 if "security" in operation and {} not in operation["security"]:
                     operation["security"].append({})
         return schema
@@ -62,6 +75,7 @@ api = FeedAPI(
     parser=JsonBodyParser(),
 )
 install_error_handlers(api)
+api.add_router("/notifications/", notifications_router)
 
 READ_ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut}
 
@@ -158,6 +172,7 @@ def create_comment(
         user=user,
         client=client_identity(request, user=user),
         idempotency_key=idempotency_key,
+        reply_to=payload.reply_to,
     )
     if result.replayed:
         response["Idempotent-Replayed"] = "true"

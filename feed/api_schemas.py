@@ -19,14 +19,19 @@ class CommentIn(Schema):
         description="Display name. Required when posting anonymously; defaults to the username when signed in.",
     )
     body: str = Field(..., max_length=BODY_MAX_LENGTH, description="The comment text, shown as plain text.")
+    reply_to: int | None = Field(
+        None, ge=1, description="The id of the comment of this feed that this one answers, if any."
+    )
 
 
 class CommentOut(Schema):
     id: int
     seq: int = Field(description="Position in the feed: 1, 2, 3… with no gaps.")
     feed: str = Field(description="The feed's slug.")
-    author: str
+    author: str = Field(description="The signed-in author's username, or a guest's display name.")
+    user: str | None = Field(description="The author's username when signed in; null for a guest.")
     body: str
+    reply_to: int | None = Field(description="The id of the comment this one answers, or null.")
     created_at: str = Field(json_schema_extra={"format": "date-time"}, description="ISO 8601, UTC.")
 
 

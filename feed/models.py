@@ -39,6 +39,10 @@ class Comment(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="comments"
     )
     body = models.TextField(max_length=BODY_MAX_LENGTH)
+    # The comment of the same feed this one answers (checked by feed.services.comment_validate).
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

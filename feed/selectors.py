@@ -44,9 +44,16 @@ def feed_last_seqs(*, feed_ids: list[int]) -> dict[int, int]:
     return dict(Feed.objects.filter(pk__in=feed_ids).values_list("pk", "last_seq"))
 
 
+def comment_in_feed(*, feed: Feed, comment_id: int | None) -> Comment | None:
+    """Return the comment with this id if it belongs to the feed, else None."""
+    if comment_id is None:
+        return None
+    return _comments(feed).filter(pk=comment_id).first()
+
+
 def _comments(feed: Feed | int) -> QuerySet[Comment]:
     feed_id = feed if isinstance(feed, int) else feed.pk
-    return Comment.objects.filter(feed_id=feed_id).select_related("feed")
+    return Comment.objects.filter(feed_id=feed_id).select_related("feed", "user", "reply_to")
 
 
 def comments_after(*, feed: Feed | int, after_seq: int, limit: int = 50) -> list[Comment]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -76,14 +77,28 @@ def feed_check_can_post(*, feed: Feed, user: AbstractBaseUser | AnonymousUser | 
 
 
 def comment_validate(
-    *, feed: Feed, author: str, body: str, user: AbstractBaseUser | AnonymousUser | None = None
+    *,
+    feed: Feed,
+    author: str,
+    body: str,
+    user: AbstractBaseUser | AnonymousUser | None = None,
+    reply_to: int | None = None,
 ) -> tuple[str, str]:
-    """Return the cleaned (author, body), or raise ValidationError with field errors."""
+    """Return the cleaned (author, body), or raise ValidationError with field errors.
+
+    A signed-in user's author is their username, whatever they sent; a guest's display name
+    may not be a registered username; `reply_to` must be a comment of the same feed.
+    """
     errors: dict[str, list[str]] = {}
-    author = clean_name(author or "")
     body = clean_body(body or "")
-    if not author and user is not None and user.is_authenticated:
-        author = clean_name(user.get_username())
+    if user is not None and user.is_authenticated:
+        author = user.get_username()
+    else:
+        author = clean_name(author or "")
+        if author and _is_registered_username(author):
+            errors.setdefault("author", []).append(
+                "That name belongs to a registered user: sign in as them, or choose another name."
+            )
     if not author:
         errors.setdefault("author", []).append("A display name is required.")
     elif len(author) > AUTHOR_MAX_LENGTH:
@@ -92,28 +107,56 @@ def comment_validate(
         errors.setdefault("body", []).append("Write something first.")
     elif len(body) > BODY_MAX_LENGTH:
         errors.setdefault("body", []).append(f"Use at most {BODY_MAX_LENGTH} characters (you used {len(body)}).")
+    if reply_to is not None and not Comment.objects.filter(pk=reply_to, feed_id=feed.pk).exists():
+        errors.setdefault("reply_to", []).append("This is not a comment of this feed.")
     if errors:
         raise ValidationError(errors)
     return author, body
 
 
+def _is_registered_username(name: str) -> bool:
+    model = get_user_model()
+    return model.objects.filter(**{f"{model.USERNAME_FIELD}__iexact": name}).exists()
+
+
 def comment_create(
-    *, feed: Feed, author: str, body: str, user: AbstractBaseUser | AnonymousUser | None = None
+    *,
+    feed: Feed,
+    author: str,
+    body: str,
+    user: AbstractBaseUser | AnonymousUser | None = None,
+    reply_to: int | None = None,
 ) -> Comment:
     """Validate and save a comment with the feed's next seq, and publish it once committed.
 
     Raises PostingNotAllowed or ValidationError; nothing is saved or published then.
     """
     feed_check_can_post(feed=feed, user=user)
-    author, body = comment_validate(feed=feed, author=author, body=body, user=user)
-    return _comment_insert(feed=feed, author=author, body=body, user=user)
+    author, body = comment_validate(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
+    return _comment_insert(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
 
 
 def _comment_insert(
-    *, feed: Feed, author: str, body: str, user: AbstractBaseUser | AnonymousUser | None
+    *,
+    feed: Feed,
+    author: str,
+    body: str,
+    user: AbstractBaseUser | AnonymousUser | None,
+    reply_to: int | None = None,
 ) -> Comment:
-    """Save a checked and cleaned comment with the feed's next seq; publish it once committed."""
+    """Save a checked and cleaned comment with the feed's next seq; publish it once committed.
+
+    The notifications it causes are saved in the same transaction: the comment and all of
+    them exist, or none do.
+    """
+    from notifications.services import notifications_create_for_comment
+
     with transaction.atomic():
+        parent = None
+        if reply_to is not None:
+            parent = Comment.objects.select_related("user").filter(pk=reply_to, feed_id=feed.pk).first()
+            if parent is None:  # removed since it was checked
+                raise ValidationError({"reply_to": ["This is not a comment of this feed."]})
         # The row lock serialises posters per feed: seq has no gaps, and comment N
         # commits before comment N+1 can be numbered.
         locked = Feed.objects.select_for_update().only("pk", "slug", "last_seq").get(pk=feed.pk)
@@ -125,8 +168,10 @@ def _comment_insert(
             author=author,
             body=body,
             user=user if user is not None and user.is_authenticated else None,
+            reply_to=parent,
         )
         transaction.on_commit(lambda: _publish(comment))
+        notifications_create_for_comment(comment=comment)
     feed.last_seq = seq
     return comment
 
@@ -217,6 +262,7 @@ def _comment_insert_once(
     user: AbstractBaseUser | AnonymousUser | None,
     client: str,
     key: str,
+    reply_to: int | None = None,
 ) -> PostResult:
     """Create the comment once per (client, key): a repeat returns the first answer, creating nothing.
 
@@ -243,7 +289,7 @@ def _comment_insert_once(
                 response_body={},
             )
             post_rate_limit_check(client=client)
-            comment = _comment_insert(feed=feed, author=author, body=body, user=user)
+            comment = _comment_insert(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
             record.comment = comment
             record.response_body = comment_as_dict(comment)
             record.save(update_fields=["comment", "response_body"])
@@ -284,6 +330,7 @@ def comment_submit(
     user: AbstractBaseUser | AnonymousUser | None = None,
     client: str,
     idempotency_key: str | None = None,
+    reply_to: int | None = None,
 ) -> PostResult:
     """Post a comment for a client: check, validate, count against the rate limit, then create.
 
@@ -299,14 +346,16 @@ def comment_submit(
         found = idempotent_result_find(client=client, key=idempotency_key, feed=feed, author=author, body=body)
         if found is not None:
             return found
-    cleaned_author, cleaned_body = comment_validate(feed=feed, author=author, body=body, user=user)
+    cleaned_author, cleaned_body = comment_validate(
+        feed=feed, author=author, body=body, user=user, reply_to=reply_to
+    )
     if idempotency_key is None:
         post_rate_limit_check(client=client)
-        comment = _comment_insert(feed=feed, author=cleaned_author, body=cleaned_body, user=user)
+        comment = _comment_insert(feed=feed, author=cleaned_author, body=cleaned_body, user=user, reply_to=reply_to)
         return PostResult(status=201, body=comment_as_dict(comment), replayed=False)
     return _comment_insert_once(
         feed=feed, request_author=author, request_body=body, author=cleaned_author, body=cleaned_body,
-        user=user, client=client, key=idempotency_key,
+        user=user, client=client, key=idempotency_key, reply_to=reply_to,
     )
 
 

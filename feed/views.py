@@ -11,9 +11,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_POST, require_safe
 
 from feed.forms import CommentForm
-from feed.models import Feed
+from feed.models import Comment, Feed
 from feed.ratelimit import RateLimited, client_identity
-from feed.selectors import comments_latest, feed_get, feeds_readable
+from feed.selectors import comment_in_feed, comments_latest, feed_get, feeds_readable
 from feed.services import (
     PostingNotAllowed,
     ReadingNotAllowed,
@@ -35,15 +35,21 @@ def feed_page(request: HttpRequest, slug: str) -> HttpResponse:
         feed_check_can_read(feed=feed, user=request.user)
     except ReadingNotAllowed:
         return redirect_to_login(request.get_full_path())
-    return _render_page(request, feed=feed, form=_blank_form(request), before=_positive_int(request.GET.get("before")))
+    replying_to = comment_in_feed(feed=feed, comment_id=_positive_int(request.GET.get("reply_to")))
+    form = _blank_form(request, replying_to=replying_to)
+    if request.htmx and "reply_to" in request.GET and not request.htmx.history_restore_request:
+        # The reply (or cancel) action: just the form, set to answer that comment (or nothing).
+        return render(request, "feed/_form.html", _form_context(request, feed, form))
+    return _render_page(request, feed=feed, form=form, before=_positive_int(request.GET.get("before")))
 
 
 @require_POST
 def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
     """Post a comment. htmx gets the form fragment back; the comment itself arrives live."""
     feed = feed_get(slug=slug)
-    form = CommentForm(request.POST, author_placeholder=_author_placeholder(request))
+    form = CommentForm(request.POST, signed_in_as=_signed_in_as(request))
     form.is_valid()
+    form.replying_to = comment_in_feed(feed=feed, comment_id=form.reply_to_id())
     retry_after = None
     try:
         result = comment_submit(
@@ -52,6 +58,7 @@ def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
             body=form.cleaned_data.get("body", ""),
             user=request.user,
             client=client_identity(request),
+            reply_to=form.reply_to_id(),
         )
     except ValidationError as exc:
         form.add_error(None, exc)
@@ -110,12 +117,16 @@ def _form_context(request: HttpRequest, feed: Feed, form: CommentForm) -> dict[s
     return {"feed": feed, "form": form, "can_post": True, "cannot_post_reason": ""}
 
 
-def _blank_form(request: HttpRequest, *, author: str = "") -> CommentForm:
+def _blank_form(request: HttpRequest, *, author: str = "", replying_to: Comment | None = None) -> CommentForm:
     # The name is kept after a post so that people need not retype it; the body is cleared.
-    return CommentForm(initial={"author": author}, author_placeholder=_author_placeholder(request))
+    return CommentForm(
+        initial={"author": author, "reply_to": replying_to.pk if replying_to else None},
+        signed_in_as=_signed_in_as(request),
+        replying_to=replying_to,
+    )
 
 
-def _author_placeholder(request: HttpRequest) -> str:
+def _signed_in_as(request: HttpRequest) -> str:
     return request.user.get_username() if request.user.is_authenticated else ""
 
 

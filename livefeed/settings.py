@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "ninja",
     "feed",
     "notifications",
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -96,6 +97,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.accounts",
+                "notifications.context_processors.unread_notifications",
             ],
         },
     },
@@ -204,7 +207,16 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+# Anyone may create an account at /accounts/signup/; 0 turns that page off.
+SIGNUP_OPEN = env_bool("SIGNUP_OPEN", True)
+# Failed sign-ins per client address and per account name, and sign-ups per client
+# address (feed.ratelimit syntax: N/s, N/m, N/h or off); see accounts/limits.py.
+LOGIN_FAIL_RATE = os.environ.get("LOGIN_FAIL_RATE", "10/m")
+LOGIN_FAIL_RATE_PER_ACCOUNT = os.environ.get("LOGIN_FAIL_RATE_PER_ACCOUNT", "5/m")
+SIGNUP_RATE = os.environ.get("SIGNUP_RATE", "10/h")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

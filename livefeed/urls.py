@@ -3,5 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("accounts/", include("accounts.urls")),
+    path("notifications/", include("notifications.urls")),
     path("", include("feed.urls")),
 ]

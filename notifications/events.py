@@ -6,6 +6,7 @@ from typing import Any
 
 from feed.models import Comment
 from feed.rendering import comment_as_dict, render_comment
+from notifications.models import Notification
 
 EVENT_VERSION = 1
 
@@ -44,17 +45,55 @@ def comment_created_event(comment: Comment) -> dict[str, Any]:
     }
 
 
-def notifications_read_event(*, user_id: int, up_to: int, unread: int) -> dict[str, Any]:
-    """Return the layer message telling every open connection of a user that notifications were read.
+# --- A person's notifications ---------------------------------------------------
 
-    Not sequenced: the hub writes it to each of the user's connections as it arrives. The HTML
-    frame swaps the unread count into the element ``#notifications-unread`` (out of band).
+
+def notification_created_event(notification: Notification) -> dict[str, Any]:
+    """Return the channel-layer message for a new notification, with both frames pre-rendered.
+
+    `html` updates the header badge and prepends the item to a notification list, both as
+    out-of-band swaps; `unread` is the count when it was rendered.
     """
+    from notifications.rendering import notification_as_dict, render_notification
+    from notifications.selectors import notifications_unread_count
+
+    envelope = {
+        "type": "notification.created",
+        "v": EVENT_VERSION,
+        "seq": notification.seq,
+        "data": notification_as_dict(notification),
+    }
+    unread = notifications_unread_count(user=notification.user)
+    return {
+        "type": "notification.created",
+        "v": EVENT_VERSION,
+        "user_id": notification.user_id,
+        "seq": notification.seq,
+        "unread": unread,
+        "json": json.dumps(envelope, ensure_ascii=False, separators=(",", ":")),
+        "html": _badge_frame(unread)
+        + f'<ol id="notification-list" hx-swap-oob="afterbegin">{render_notification(notification)}</ol>',
+    }
+
+
+def notifications_read_event(*, user: Any, up_to: int) -> dict[str, Any]:
+    """Return the channel-layer message for notifications marked read up to a seq."""
+    from notifications.selectors import notifications_unread_count
+
+    unread = notifications_unread_count(user=user)
     envelope = {"type": "notifications.read", "v": EVENT_VERSION, "up_to": up_to, "unread": unread}
     return {
         "type": "notifications.read",
         "v": EVENT_VERSION,
-        "user_id": user_id,
+        "user_id": user.pk,
+        "up_to": up_to,
+        "unread": unread,
         "json": json.dumps(envelope, separators=(",", ":")),
-        "html": f'<span id="notifications-unread" hx-swap-oob="innerHTML">{int(unread)}</span>',
+        "html": _badge_frame(unread),
     }
+
+
+def _badge_frame(unread: int) -> str:
+    from notifications.rendering import render_badge
+
+    return render_badge(unread, oob=True)

@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from feed.models import Comment
 from livefeed.metrics import EVENTS_PUBLISHED_TOTAL, PUBLISH_FAILURES_TOTAL
 from notifications.conf import live_settings
-from notifications.events import comment_created_event, feed_group_name
+from notifications.events import comment_created_event, feed_group_name, user_group_name
 from notifications.server_adapter import server_event_loop
 
 logger = logging.getLogger(__name__)
@@ -37,24 +37,44 @@ def publish_comment_created(comment: Comment) -> None:
     ``livefeed_publish_failures_total``. Raises only if the event cannot be rendered; the
     caller (feed.services, after commit) logs and counts that.
     """
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    conf = live_settings()
-    if time.monotonic() < _skip_until:
-        PUBLISH_FAILURES_TOTAL.inc()
-        logger.debug("Not publishing comment %s of feed %s: the layer failed recently", comment.seq, comment.feed_id)
+    if _skipping(f"comment {comment.seq} of feed {comment.feed_id}"):
         return
     # Rendered here, in the request's thread: the event loop never touches the database.
-    event = comment_created_event(comment)
-    send = _Send(layer, feed_group_name(comment.feed_id), event, conf, seq=comment.seq, feed_id=comment.feed_id)
+    _send(feed_group_name(comment.feed_id), comment_created_event(comment), f"comment {comment.seq} of feed {comment.feed_id}")
+
+
+def publish_user_event(user_id: int, event: dict[str, Any]) -> None:
+    """Send a notification event to the user's group, guarded like publish_comment_created.
+
+    Readers catch up from the database (GET /api/notifications/?after=<seq>) when it is lost.
+    """
+    what = f"{event.get('type')} {event.get('seq') or event.get('up_to')} of user {user_id}"
+    if _skipping(what):
+        return
+    _send(user_group_name(user_id), event, what)
+
+
+def _skipping(what: str) -> bool:
+    """Return True (counted as a failure) while posts skip publishing after a failure, or with no layer."""
+    if get_channel_layer() is None:
+        return True
+    if time.monotonic() < _skip_until:
+        PUBLISH_FAILURES_TOTAL.inc()
+        logger.debug("Not publishing %s: the layer failed recently", what)
+        return True
+    return False
+
+
+def _send(group: str, event: dict[str, Any], what: str) -> None:
+    """Schedule the send on the server's event loop, or send it now outside a server."""
+    send = _Send(get_channel_layer(), group, event, live_settings(), what=what)
     loop = server_event_loop()
     if loop is None:
         try:
             async_to_sync(send.run)()
         except Exception:  # run() logs its own failures; this is async_to_sync failing
             PUBLISH_FAILURES_TOTAL.inc()
-            logger.warning("Could not publish comment %s of feed %s", comment.seq, comment.feed_id, exc_info=True)
+            logger.warning("Could not publish %s", what, exc_info=True)
         return
     loop.call_soon_threadsafe(send.schedule)
 
@@ -62,15 +82,12 @@ def publish_comment_created(comment: Comment) -> None:
 class _Send:
     """One group_send, bounded by the layer timeout; a failure is logged and starts the backoff."""
 
-    def __init__(
-        self, layer: Any, group: str, event: dict[str, Any], conf: Any, *, seq: int, feed_id: int
-    ) -> None:
+    def __init__(self, layer: Any, group: str, event: dict[str, Any], conf: Any, *, what: str) -> None:
         self.layer = layer
         self.group = group
         self.event = event
         self.conf = conf
-        self.seq = seq
-        self.feed_id = feed_id
+        self.what = what
 
     def schedule(self) -> None:
         """Start the send on the running loop (called there), unless too many are unfinished."""
@@ -94,9 +111,8 @@ class _Send:
         PUBLISH_FAILURES_TOTAL.inc()
         _skip_until = time.monotonic() + self.conf.publish_backoff
         logger.warning(
-            "Could not publish comment %s of feed %s (%s); readers will catch up from the database",
-            self.seq,
-            self.feed_id,
+            "Could not publish %s (%s); readers will catch up from the database",
+            self.what,
             why,
             exc_info=exc_info,
         )

@@ -133,7 +133,7 @@ class UserKind(StreamKind):
     and ``notifications.read`` signals to every open connection of the user.
 
     The notification model provides, in ``selectors_module``:
-    ``notifications_after(*, user_id, after_seq, limit)`` (ascending by seq) and
+    ``notification_stream_after(*, user_id, after_seq, limit)`` (ascending by seq) and
     ``notification_last_seqs(*, user_ids) -> {user id: last seq}``; and
     ``notifications.events.notification_created_event(notification)`` renders one to its layer
     message (``type``, ``user_id``, ``seq``, ``html``, ``json``), as published on commit.
@@ -153,13 +153,13 @@ class UserKind(StreamKind):
         return user_group_name(stream_id)
 
     def interface(self) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-        """Return (notifications_after, notification_last_seqs, notification_created_event); raise ImportError."""
+        """Return (notification_stream_after, notification_last_seqs, notification_created_event); raise ImportError."""
         from notifications import events
 
         selectors = import_module(self.selectors_module)
         try:
             return (
-                selectors.notifications_after,
+                selectors.notification_stream_after,
                 selectors.notification_last_seqs,
                 events.notification_created_event,  # type: ignore[attr-defined]
             )

@@ -12,7 +12,7 @@ from feed.auth import api_token_issue
 from feed.models import ApiToken, Comment, Feed
 from feed.services import comment_create
 
-COMMENT_KEYS = {"id", "seq", "feed", "author", "body", "created_at"}
+COMMENT_KEYS = {"id", "seq", "feed", "author", "user", "body", "reply_to", "created_at"}
 
 
 class ApiTestCase(TestCase):

@@ -178,6 +178,7 @@ class LiveDeliveryTests(ConsumerTestCase):
         self.assertEqual(envelope["data"]["id"], comment.pk)
         self.assertEqual(envelope["data"]["body"], "hi <b>there</b>")
         self.assertEqual(envelope["data"]["author"], "bob")
+        self.assertEqual((envelope["data"]["user"], envelope["data"]["reply_to"]), (None, None))
         self.assertEqual(envelope["data"]["feed"], "town")
         self.assertTrue(envelope["data"]["created_at"].endswith("Z"))
 

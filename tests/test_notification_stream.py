@@ -156,13 +156,13 @@ class NotificationSocketTests(TransactionTestCase):
         for socket in (session_socket, token_socket, bob_socket):
             self.assertTrue(await socket.connect(resume_after=0))
         await wait_until(lambda: any(hub.is_open(user_stream(self.bob.pk)) for hub in all_hubs()))
-        await self.publish(notifications_read_event(user_id=self.ann.pk, up_to=3, unread=0))
+        await self.publish(await database_sync_to_async(notifications_read_event)(user=self.ann, up_to=3))
         await session_socket.receive(1)
         await token_socket.receive(1)
         self.assertEqual(
             json.loads(session_socket.frames[0]), {"type": "notifications.read", "v": 1, "up_to": 3, "unread": 0}
         )
-        self.assertIn('id="notifications-unread"', token_socket.frames[0])
+        self.assertIn('id="notification-badge"', token_socket.frames[0])
         self.assertTrue(await bob_socket.communicator.receive_nothing(0.3))
         await self.publish(self.fake.add(self.ann.pk))  # the seq order is untouched by the signal
         await session_socket.receive(1)

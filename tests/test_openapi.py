@@ -4,7 +4,7 @@ import re
 
 from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
-from django.test import TestCase, override_settings
+from django.test import Client, TestCase, override_settings
 from jsonschema import Draft202012Validator
 
 from feed.auth import api_token_issue
@@ -13,13 +13,21 @@ from feed.services import comment_create
 
 FEEDS = "/api/feeds/"
 COMMENTS = "/api/feeds/{slug}/comments/"
+NOTIFICATIONS = "/api/notifications/"
+SUMMARY = "/api/notifications/summary/"
+READ = "/api/notifications/read/"
 
 # The JSON API section of CONTRACT.md: each operation and the statuses it documents.
 CONTRACT = {
     (FEEDS, "get"): {"200", "401"},
     (COMMENTS, "get"): {"200", "400", "401", "404"},
     (COMMENTS, "post"): {"201", "400", "401", "403", "404", "413", "415"},
+    (NOTIFICATIONS, "get"): {"200", "400", "401"},
+    (SUMMARY, "get"): {"200", "401"},
+    (READ, "post"): {"200", "400", "401", "403", "415"},
 }
+# A person's notifications need credentials: no anonymous `{}` in their security.
+PERSONAL = {NOTIFICATIONS, SUMMARY, READ}
 
 
 class OpenApiTestCase(TestCase):
@@ -64,11 +72,11 @@ class SchemaContentTests(OpenApiTestCase):
                     self.assertEqual(ref, "#/components/schemas/ErrorOut")
 
     def test_post_body_is_described(self):
-        """The request body is a JSON object with `author` and a required `body`."""
+        """The request body is a JSON object with `author`, an optional `reply_to` and a required `body`."""
         operation = self.schema["paths"][COMMENTS]["post"]
         ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         comment_in = self.schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
-        self.assertEqual(set(comment_in["properties"]), {"author", "body"})
+        self.assertEqual(set(comment_in["properties"]), {"author", "body", "reply_to"})
         self.assertEqual(comment_in["required"], ["body"])
         self.assertEqual(comment_in["properties"]["body"]["maxLength"], 2000)
 
@@ -87,10 +95,17 @@ class SchemaContentTests(OpenApiTestCase):
             with self.subTest(path=path, method=method):
                 security = self.schema["paths"][path][method]["security"]
                 self.assertIn({"BearerToken": []}, security)
-                self.assertIn({}, security)
+                self.assertIn({"SessionCookie": []}, security)
+                if path in PERSONAL:
+                    self.assertNotIn({}, security)
+                else:
+                    self.assertIn({}, security)
 
 
 class RealResponsesMatchSchemaTests(OpenApiTestCase):
+    def post_to(self, path, data, client=None, **extra):
+        return (client or self.client).post(path, json.dumps(data), content_type="application/json", **extra)
+
     def post(self, slug, data, **extra):
         body = data if isinstance(data, str) else json.dumps(data)
         return self.client.post(f"/api/feeds/{slug}/comments/", body, content_type="application/json", **extra)
@@ -100,6 +115,10 @@ class RealResponsesMatchSchemaTests(OpenApiTestCase):
         """A real request for each documented (operation, status) returns JSON that fits its schema."""
         outsider = get_user_model().objects.create_user("outsider", password="x")
         _, outsider_token = api_token_issue(user=outsider)
+        token = {"HTTP_AUTHORIZATION": f"Bearer {outsider_token}"}
+        comment_create(feed=self.feed, author="bob", body="hi @outsider")
+        session = Client(enforce_csrf_checks=True)
+        session.force_login(outsider)
         bad_token = {"HTTP_AUTHORIZATION": "Bearer lf_not_a_token"}
         cases = [
             (FEEDS, "get", 200, lambda: self.client.get("/api/feeds/")),
@@ -126,6 +145,21 @@ class RealResponsesMatchSchemaTests(OpenApiTestCase):
                 "post",
                 415,
                 lambda: self.client.post("/api/feeds/talk/comments/", {"author": "bob", "body": "hi"}),
+            ),
+            (NOTIFICATIONS, "get", 200, lambda: self.client.get("/api/notifications/?after=0", **token)),
+            (NOTIFICATIONS, "get", 400, lambda: self.client.get("/api/notifications/?limit=0", **token)),
+            (NOTIFICATIONS, "get", 401, lambda: self.client.get("/api/notifications/")),
+            (SUMMARY, "get", 200, lambda: self.client.get("/api/notifications/summary/", **token)),
+            (SUMMARY, "get", 401, lambda: self.client.get("/api/notifications/summary/")),
+            (READ, "post", 200, lambda: self.post_to("/api/notifications/read/", {"up_to": 1}, **token)),
+            (READ, "post", 400, lambda: self.post_to("/api/notifications/read/", {"up_to": "x"}, **token)),
+            (READ, "post", 401, lambda: self.post_to("/api/notifications/read/", {"up_to": 1})),
+            (READ, "post", 403, lambda: self.post_to("/api/notifications/read/", {"up_to": 1}, client=session)),
+            (
+                READ,
+                "post",
+                415,
+                lambda: self.client.post("/api/notifications/read/", {"up_to": 1}, **token),
             ),
         ]
         exercised = set()

@@ -1,0 +1,100 @@
+"""Reads of a person's notifications, shared by the API, the page, the header and the stream.
+
+A notification shows only while its user may still read its feed (feed_check_can_read,
+the one rule for reading): access lost later hides that feed's notifications.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count, QuerySet
+
+from feed.models import Feed
+from feed.services import ReadingNotAllowed, feed_check_can_read
+from notifications.models import Notification, NotificationCounter
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+MAX_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class NotificationSummary:
+    unread: int
+    last_seq: int
+
+
+def _readable_feed_ids(*, user: AbstractBaseUser, feed_ids: set[int]) -> set[int]:
+    readable: set[int] = set()
+    for feed in Feed.objects.filter(pk__in=feed_ids):
+        try:
+            feed_check_can_read(feed=feed, user=user)
+        except ReadingNotAllowed:
+            continue
+        readable.add(feed.pk)
+    return readable
+
+
+def _visible(user: AbstractBaseUser) -> QuerySet[Notification]:
+    queryset = Notification.objects.filter(user=user)
+    feed_ids = set(queryset.values_list("feed_id", flat=True).distinct())
+    return queryset.filter(feed_id__in=_readable_feed_ids(user=user, feed_ids=feed_ids))
+
+
+def _with_comment(queryset: QuerySet[Notification]) -> QuerySet[Notification]:
+    return queryset.select_related("feed", "comment", "comment__feed", "comment__user", "comment__reply_to")
+
+
+def notifications_after(*, user: AbstractBaseUser, after_seq: int, limit: int = 50) -> list[Notification]:
+    """Return up to `limit` of the user's notifications with seq > after_seq, in ascending seq."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    return list(_with_comment(_visible(user).filter(seq__gt=after_seq)).order_by("seq")[:limit])
+
+
+def notifications_latest(*, user: AbstractBaseUser, limit: int = 50) -> list[Notification]:
+    """Return the user's newest `limit` notifications, newest first."""
+    return list(_with_comment(_visible(user)).order_by("-seq")[: max(1, min(limit, MAX_LIMIT))])
+
+
+def notifications_unread_count(*, user: AbstractBaseUser) -> int:
+    """Return how many of the user's notifications are unread.
+
+    One query when nothing is unread (the common case for the header); then one to check
+    the feeds the unread ones belong to.
+    """
+    per_feed = {
+        row["feed_id"]: row["count"]
+        for row in Notification.objects.filter(user=user, read=False)
+        .values("feed_id")
+        .annotate(count=Count("pk"))
+        .order_by()
+    }
+    if not per_feed:
+        return 0
+    readable = _readable_feed_ids(user=user, feed_ids=set(per_feed))
+    return sum(count for feed_id, count in per_feed.items() if feed_id in readable)
+
+
+def notification_last_seq(*, user: AbstractBaseUser) -> int:
+    """Return the seq of the user's newest notification (0 when there is none)."""
+    counter = NotificationCounter.objects.filter(user_id=user.pk).values_list("last_seq", flat=True).first()
+    return counter or 0
+
+
+def notification_summary(*, user: AbstractBaseUser) -> NotificationSummary:
+    """Return the user's unread count and newest notification seq."""
+    return NotificationSummary(unread=notifications_unread_count(user=user), last_seq=notification_last_seq(user=user))
+
+
+def notification_stream_after(*, user_id: int, after_seq: int, limit: int) -> list[Notification]:
+    """Return an active user's visible notifications after a seq, for their live stream's replays and fills."""
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return [] if user is None else notifications_after(user=user, after_seq=after_seq, limit=limit)
+
+
+def notification_last_seqs(*, user_ids: list[int]) -> dict[int, int]:
+    """Return {user id: seq of their newest notification} for these users (one query; absent: none yet)."""
+    return dict(NotificationCounter.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))

@@ -1,0 +1,104 @@
+"""Writes of a person's notifications: creating them with a comment, and marking them read."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+
+from feed.mentions import mentioned_users
+from feed.models import Comment, Feed
+from feed.services import ReadingNotAllowed, feed_check_can_read
+from notifications.models import Notification, NotificationCounter
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+# One comment notifies at most this many people.
+MAX_NOTIFIED_PER_COMMENT = 20
+
+
+def _recipients(*, comment: Comment, feed: Feed) -> list[tuple[AbstractBaseUser, str]]:
+    """Return (user, kind) for each person the comment should notify, replied-to author first.
+
+    Never the comment's own author; once per person (a reply that also mentions is a reply);
+    only active users who may read the feed; at most MAX_NOTIFIED_PER_COMMENT.
+    """
+    candidates: dict[int, tuple[AbstractBaseUser, str]] = {}
+    parent = comment.reply_to
+    if parent is not None and parent.user_id is not None and parent.user.is_active:
+        candidates[parent.user_id] = (parent.user, Notification.Kind.REPLY)
+    for user in mentioned_users(comment.body):
+        candidates.setdefault(user.pk, (user, Notification.Kind.MENTION))
+    if comment.user_id is not None:
+        candidates.pop(comment.user_id, None)
+    chosen: list[tuple[AbstractBaseUser, str]] = []
+    for user, kind in candidates.values():
+        try:
+            feed_check_can_read(feed=feed, user=user)
+        except ReadingNotAllowed:
+            continue
+        chosen.append((user, kind))
+        if len(chosen) == MAX_NOTIFIED_PER_COMMENT:
+            break
+    return chosen
+
+
+def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
+    """Save the notifications a new comment causes, each with its user's next seq.
+
+    Must be called inside the transaction that saves the comment, so that the comment and
+    its notifications commit together or not at all. The users' counter rows are locked in
+    user-id order, so concurrent comments notifying the same people cannot deadlock. Each
+    notification is published to its user once the transaction commits.
+    """
+    if comment.reply_to_id is None and "@" not in comment.body:
+        return []
+    feed = Feed.objects.get(pk=comment.feed_id)
+    recipients = sorted(_recipients(comment=comment, feed=feed), key=lambda pair: pair[0].pk)
+    if not recipients:
+        return []
+    user_ids = [user.pk for user, _ in recipients]
+    NotificationCounter.objects.bulk_create(
+        [NotificationCounter(user_id=user_id) for user_id in user_ids], ignore_conflicts=True
+    )
+    counters = {
+        counter.user_id: counter
+        for counter in NotificationCounter.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
+    }
+    notifications = []
+    for user, kind in recipients:
+        counter = counters[user.pk]
+        counter.last_seq += 1
+        notifications.append(
+            Notification(user=user, seq=counter.last_seq, kind=kind, comment=comment, feed=feed)
+        )
+    NotificationCounter.objects.bulk_update(counters.values(), ["last_seq"])
+    Notification.objects.bulk_create(notifications)
+    for notification in notifications:
+        transaction.on_commit(lambda n=notification: _publish_created(n))
+    return notifications
+
+
+def notifications_mark_read(*, user: AbstractBaseUser, up_to: int) -> int:
+    """Mark the user's notifications with seq <= up_to read; return how many changed.
+
+    Publishes a `notifications.read` event to the user once committed.
+    """
+    with transaction.atomic():
+        changed = Notification.objects.filter(user=user, seq__lte=up_to, read=False).update(read=True)
+        transaction.on_commit(lambda: _publish_read(user, up_to))
+    return changed
+
+
+def _publish_created(notification: Notification) -> None:
+    from notifications.publishing import publish_user_event
+    from notifications.events import notification_created_event
+
+    publish_user_event(notification.user_id, notification_created_event(notification))
+
+
+def _publish_read(user: AbstractBaseUser, up_to: int) -> None:
+    from notifications.events import notifications_read_event
+    from notifications.publishing import publish_user_event
+
+    publish_user_event(user.pk, notifications_read_event(user=user, up_to=up_to))

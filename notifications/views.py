@@ -1,0 +1,36 @@
+"""A person's notifications page, and marking them read from it."""
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_POST, require_safe
+
+from notifications.selectors import notification_summary, notifications_latest
+from notifications.services import notifications_mark_read
+
+PAGE_SIZE = 50
+
+
+@require_safe
+@login_required
+def notification_list(request: HttpRequest) -> HttpResponse:
+    summary = notification_summary(user=request.user)
+    context = {
+        "notifications": notifications_latest(user=request.user, limit=PAGE_SIZE),
+        "summary": summary,
+    }
+    return render(request, "notifications/list.html", context)
+
+
+@require_POST
+@login_required
+def notifications_read(request: HttpRequest) -> HttpResponse:
+    """Mark read up to the seq the page showed (so one that arrived since stays unread)."""
+    try:
+        up_to = max(0, int(request.POST.get("up_to", "")))
+    except ValueError:
+        up_to = 0
+    notifications_mark_read(user=request.user, up_to=up_to)  # type: ignore[arg-type]
+    return HttpResponseRedirect(reverse("notifications:list"), status=303)
