@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from feed.models import Comment, Feed
-from feed.services import ReadingNotAllowed, feed_check_can_read
+from feed.services import feed_check_can_read, feed_readable_filter
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -20,23 +20,21 @@ def feeds_all() -> QuerySet[Feed]:
     return Feed.objects.order_by("slug")
 
 
-def feeds_readable(*, user: AbstractBaseUser | AnonymousUser | None) -> list[Feed]:
-    """Return the feeds the user may read, by slug: members-only feeds are hidden from anonymous users."""
-    return [feed for feed in feeds_all() if _can_read(feed, user)]
-
-
-def _can_read(feed: Feed, user: AbstractBaseUser | AnonymousUser | None) -> bool:
-    # feed_check_can_read is the one rule for reading, shared with the page, the API and the stream.
-    try:
-        feed_check_can_read(feed=feed, user=user)
-    except ReadingNotAllowed:
-        return False
-    return True
+def feeds_readable(*, user: AbstractBaseUser | AnonymousUser | None) -> QuerySet[Feed]:
+    """Return the feeds the user may read, by slug, in one query: others' members-only feeds are left out."""
+    return feeds_all().filter(feed_readable_filter(user=user))
 
 
 def feed_get(*, slug: str) -> Feed:
     """Return the feed with this slug, or raise Http404."""
     return get_object_or_404(Feed, slug=slug)
+
+
+def feed_get_readable(*, slug: str, user: AbstractBaseUser | AnonymousUser | None) -> Feed:
+    """Return the feed with this slug if the user may read it; raise Http404 alike when unknown or hidden."""
+    feed = feed_get(slug=slug)
+    feed_check_can_read(feed=feed, user=user)
+    return feed
 
 
 def feed_last_seqs(*, feed_ids: list[int]) -> dict[int, int]:
