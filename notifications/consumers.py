@@ -6,7 +6,6 @@ channel of its own, and live frames never pass through it.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 from urllib.parse import parse_qs
@@ -24,7 +23,7 @@ from notifications.connection import Connection
 from notifications.daphne_hooks import PROTOCOL_SCOPE_KEY, forget_handshake
 from notifications.frames import CLOSE_TOO_MANY_RESUMES, CLOSE_TRY_AGAIN_LATER, BadClientFrame, parse_client_frame
 from notifications.hub import get_hub
-from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
+from notifications.session_watch import CLOSE_SESSION_ENDED, WatchedSocket, session_watch_start
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "livefeed.feed-consumers-have-no-channel"
 
     conn: Connection | None = None
-    session_watch: asyncio.Task[None] | None = None
+    session_watch: WatchedSocket | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # AsyncConsumer.__call__ without a channel layer, minus await_many_dispatch: with one
@@ -109,9 +108,11 @@ class FeedConsumer(AsyncWebsocketConsumer):
             self.conn.close(CLOSE_TRY_AGAIN_LATER)
             return
         if not feed.allow_anonymous:
-            # Members-only: the stream ends when the session that opened it does.
+            # Members-only: the stream ends when the reader's session or right to read does.
             conn = self.conn
-            self.session_watch = session_watch_start(scope=self.scope, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED))
+            self.session_watch = session_watch_start(
+                scope=self.scope, feed_id=feed.pk, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED)
+            )
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         conn = self.conn
@@ -125,6 +126,8 @@ class FeedConsumer(AsyncWebsocketConsumer):
         if not conn.allow_resume():
             conn.close(CLOSE_TOO_MANY_RESUMES)
             return
+        if self.session_watch is not None and not await self.session_watch.recheck():
+            return  # signed out or no longer a member: closed with CLOSE_SESSION_ENDED, nothing replayed
         get_hub().resume(conn, resume.after)
 
     async def disconnect(self, code: int) -> None:
