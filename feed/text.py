@@ -72,8 +72,8 @@ def has_visible_character(value: str) -> bool:
 def visible_character_pattern() -> str:
     """Return a regular expression (JSON Schema `pattern`) that matches text with a visible character.
 
-    It matches exactly the texts that do not clean to "": one character that is neither
-    removed by cleaning nor invisible. Built from this Python's Unicode database on first use
+    It matches exactly the texts that do not clean to "" (lone surrogates aside): one
+    character that is neither removed by cleaning nor invisible. Built from this Python's Unicode database on first use
     (about half a second), for the OpenAPI description.
     """
     return _visible_character_pattern()
@@ -84,6 +84,10 @@ def _visible_character_pattern() -> str:
     ranges: list[list[int]] = []
     category = unicodedata.category
     for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            # Lone surrogates are not text (RFC 8259 leaves them undefined, and regex engines such
+            # as Rust's refuse them in a pattern); the server removes them.
+            continue
         char = chr(code)
         kind = category(char)
         invisible = (
