@@ -236,6 +236,15 @@ class SignOutAcrossInstancesTests(MultiInstanceTestCase):
         self.assertFalse(SessionStore().exists(self.session_key))
         self.assert_both_closed_within_2s(readers, changed_at)
 
+    def test_signing_out_closes_the_streams_while_redis_is_down(self):
+        """The watch asks the database only: with Redis stopped, a sign-out still closes both within 2 s."""
+        readers = self.open_readers()
+        self.wait_live(readers)
+        self.redis.stop()  # setUp starts it again for the next test
+        changed_at = time.monotonic()
+        self.sign_out()
+        self.assert_both_closed_within_2s(readers, changed_at)
+
     def test_deactivating_the_user_closes_the_streams_on_both(self):
         """is_active turned off: both sockets close with 4401 within 2 s."""
         readers = self.open_readers()
