@@ -5,6 +5,8 @@ from django.test import SimpleTestCase, TestCase
 
 from feed.models import Comment, Feed
 from feed.text import MAX_MARKS_PER_CHARACTER, clean_body, clean_name
+from tests.browser import Browser, require_browser
+from tests.harness import MultiInstanceTestCase
 
 ZALGO = "a" + "\u0301" * 2000  # one letter, 2,000 acute accents
 # Real writing that stacks marks, as people type it.
@@ -95,3 +97,37 @@ class CombiningMarksThroughThePathsTests(TestCase):
         )
         self.assertEqual(response.status_code, 201, response.content)
         self.assertEqual(response.json()["body"], unicodedata.normalize("NFC", SCRIPTS["hebrew"]))
+
+
+class CombiningMarksInTheBrowserTests(MultiInstanceTestCase):
+    """In Chromium, a comment posted with 2,000 accents shows four, and draws nothing outside its box."""
+
+    instance_count = 1
+
+    @classmethod
+    def setUpClass(cls):
+        require_browser()
+        super().setUpClass()
+        try:
+            cls.browser = Browser()
+        except BaseException:
+            cls._stop_processes()
+            raise
+        cls.addClassCleanup(cls.browser.quit)
+
+    def test_a_zalgo_comment_is_shown_with_at_most_four_marks_and_clipped_to_its_box(self):
+        """The page shows the cleaned text, and each comment clips what it draws (overflow hidden)."""
+        self.make_feed("marks")
+        instance = self.instances[0]
+        self.post(instance, "marks", ZALGO[:1999], author="Z" + "\u0336" * 50)
+        self.post(instance, "marks", "the next comment")
+        driver = self.browser.driver
+        driver.get(instance.http_url("/feeds/marks/"))
+        shown = self.browser.wait_for(lambda: self.browser.comments(), message="the comments to show")
+        self.assertEqual(len(shown), 2)
+        self.assertLessEqual(longest_mark_run(shown[0]["body"]), MAX_MARKS_PER_CHARACTER)
+        self.assertLessEqual(longest_mark_run(shown[0]["author"]), MAX_MARKS_PER_CHARACTER)
+        overflow = self.browser.js(
+            "return [...document.querySelectorAll('#comments .comment')].map(a => getComputedStyle(a).overflow)"
+        )
+        self.assertEqual(overflow, ["hidden", "hidden"])
