@@ -25,7 +25,9 @@ WebSocket `/ws/feeds/{slug}/?format=json`; after a disconnect, catch up with
 
 Authentication: `Authorization: Bearer <token>` (issue one with `manage.py issue_token <username>`),
 or the browser session (then unsafe requests need the `X-CSRFToken` header), or none:
-feeds that allow anonymous posting take a display name in `author`.
+feeds that allow anonymous posting take a display name in `author`. A members-only feed is
+read and posted to by its members and staff; to anyone else it answers `404`, like an
+unknown feed, and it is not listed.
 
 Errors are always JSON: `{"error": "<code>", "detail": "<text>", "fields": {"<field>": ["<message>"]}}`,
 with `fields` only when particular fields are invalid.
