@@ -209,6 +209,10 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+# Members-only WebSockets: each process checks all of them at once this often (their sessions
+# exist, their users are active members: two queries) and closes those that lost the right
+# with 4401 (notifications.session_watch); WS_SESSION_CHECK_INTERVAL paces the full re-reads.
+WS_ACCESS_CHECK_INTERVAL = float(os.environ.get("WS_ACCESS_CHECK_INTERVAL", "1"))
 if env_bool("TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -218,11 +222,8 @@ if env_bool("TRUST_X_FORWARDED_PROTO", False):
 TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 
-# A members-only feed's WebSocket closes (4401) once its reader's session ends or they may no
-# longer read (notifications.session_watch): each process checks all such sockets at once every
-# WS_ACCESS_CHECK_INTERVAL s (sessions exist, users active and members: two queries), and
-# re-reads each session in full (password changes) every WS_SESSION_CHECK_INTERVAL s.
-WS_ACCESS_CHECK_INTERVAL = float(os.environ.get("WS_ACCESS_CHECK_INTERVAL", "1"))
+# A members-only feed's WebSocket re-reads its session this often and closes (4401) once
+# the session has ended (notifications.session_watch).
 WS_SESSION_CHECK_INTERVAL = float(os.environ.get("WS_SESSION_CHECK_INTERVAL", "30"))
 
 # No inline script or style anywhere: htmx is configured (htmx-config meta tag) to need neither.

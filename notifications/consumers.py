@@ -6,8 +6,9 @@ channel of its own, and live frames never pass through it.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -23,9 +24,12 @@ from notifications.connection import Connection
 from notifications.daphne_hooks import PROTOCOL_SCOPE_KEY, forget_handshake
 from notifications.frames import CLOSE_TOO_MANY_RESUMES, CLOSE_TRY_AGAIN_LATER, BadClientFrame, parse_client_frame
 from notifications.hub import get_hub
-from notifications.session_watch import CLOSE_SESSION_ENDED, WatchedSocket, session_watch_start
+from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from notifications import session_watch as session_watch_module
 
 
 @database_sync_to_async
@@ -52,7 +56,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "livefeed.feed-consumers-have-no-channel"
 
     conn: Connection | None = None
-    session_watch: WatchedSocket | None = None
+    session_watch: session_watch_module.WatchedSocket | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # AsyncConsumer.__call__ without a channel layer, minus await_many_dispatch: with one
