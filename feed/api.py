@@ -15,8 +15,8 @@ from feed.api_schemas import CommentIn, CommentOut, ErrorOut, FeedOut
 from feed.models import IDEMPOTENCY_KEY_MAX_LENGTH
 from feed.ratelimit import client_identity
 from feed.rendering import comment_as_dict
-from feed.selectors import MAX_LIMIT, comments_after, feed_get, feeds_readable
-from feed.services import comment_submit, feed_check_can_read
+from feed.selectors import MAX_LIMIT, comments_after, feed_get, feed_get_readable, feeds_readable
+from feed.services import comment_submit
 from notifications.api import router as notifications_router
 
 DESCRIPTION = """\
@@ -26,7 +26,9 @@ WebSocket `/ws/feeds/{slug}/?format=json`; after a disconnect, catch up with
 
 Authentication: `Authorization: Bearer <token>` (issue one with `manage.py issue_token <username>`),
 or the browser session (then unsafe requests need the `X-CSRFToken` header), or none:
-feeds that allow anonymous posting take a display name in `author`. A signed-in author's
+feeds that allow anonymous posting take a display name in `author`. A members-only feed is
+read and posted to by its members and staff; to anyone else it answers `404`, like an
+unknown feed, and it is not listed. A signed-in author's
 comments carry their username in `author` and `user` (an `author` they send is ignored);
 a guest's `user` is null, and a guest may not take a registered username as display name.
 
@@ -82,7 +84,7 @@ READ_ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut}
 
 @api.get("/feeds/", response={200: list[FeedOut], 401: ErrorOut}, url_name="feeds", summary="List the feeds")
 def list_feeds(request: HttpRequest) -> list[dict[str, Any]]:
-    """Return the feeds the caller may read: members-only feeds only with credentials."""
+    """Return the feeds the caller may read: members-only feeds only to their members and staff."""
     user = request.auth  # type: ignore[attr-defined]
     return [{"slug": f.slug, "title": f.title, "last_seq": f.last_seq} for f in feeds_readable(user=user)]
 
@@ -104,8 +106,7 @@ def list_comments(
     Fewer than `limit` means there are no more for now; otherwise ask again with
     `after` set to the last seq received.
     """
-    feed = feed_get(slug=slug)
-    feed_check_can_read(feed=feed, user=request.auth)  # type: ignore[attr-defined]
+    feed = feed_get_readable(slug=slug, user=request.auth)  # type: ignore[attr-defined]
     return [comment_as_dict(c) for c in comments_after(feed=feed, after_seq=after, limit=limit)]
 
 

@@ -1,9 +1,31 @@
 """Request and response shapes of the JSON API; they are also its OpenAPI description."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ninja import Field, Schema
 
 from feed.models import AUTHOR_MAX_LENGTH, BODY_MAX_LENGTH
+from feed.text import visible_character_pattern
+
+
+def visible_text(max_length: int) -> Callable[[dict[str, Any]], None]:
+    """Describe a text field as the server checks it (feed.services.comment_validate).
+
+    The server cleans the text first (feed.text: control and invisible format characters
+    removed, line ends unified, accents composed, excess combining marks dropped) and then
+    needs a visible character and at most `max_length` characters. Cleaning never lengthens
+    a text, so `maxLength` as sent is a safe bound; `pattern` matches exactly the texts
+    with a visible character. The server checks both itself, after cleaning, with messages
+    per field, so these are only described here (pydantic would count before cleaning and
+    answer with the whole pattern).
+    """
+
+    def describe(schema: dict[str, Any]) -> None:
+        schema.update(minLength=1, maxLength=max_length, pattern=visible_character_pattern())
+
+    return describe
 
 
 class FeedOut(Schema):
@@ -15,10 +37,20 @@ class FeedOut(Schema):
 class CommentIn(Schema):
     author: str = Field(
         "",
-        max_length=AUTHOR_MAX_LENGTH,
-        description="Display name. Required when posting anonymously; defaults to the username when signed in.",
+        description=(
+            f"Display name: at most {AUTHOR_MAX_LENGTH} characters with at least one visible one. Required when"
+            " posting without credentials (else 400); defaults to the username when signed in."
+        ),
+        json_schema_extra=visible_text(AUTHOR_MAX_LENGTH),
     )
-    body: str = Field(..., max_length=BODY_MAX_LENGTH, description="The comment text, shown as plain text.")
+    body: str = Field(
+        ...,
+        description=(
+            f"The comment text, shown as plain text: at most {BODY_MAX_LENGTH} characters with at least one"
+            " visible one, counted after cleaning (invisible and control characters are removed, `\\r\\n` counts as one)."
+        ),
+        json_schema_extra=visible_text(BODY_MAX_LENGTH),
+    )
     reply_to: int | None = Field(
         None, ge=1, description="The id of the comment of this feed that this one answers, if any."
     )

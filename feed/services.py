@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.http import Http404
 from django.utils import timezone
 
 from feed.models import (
@@ -52,28 +54,52 @@ class PostingNotAllowed(FeedAccessDenied):
     action = "post to"
 
 
-class ReadingNotAllowed(FeedAccessDenied):
-    action = "read"
+# The message of get_object_or_404: a hidden feed and an unknown slug answer alike, even in DEBUG pages.
+FEED_NOT_FOUND = "No Feed matches the given query."
+
+
+class ReadingNotAllowed(Http404):
+    """The user may not read the feed, so to them it does not exist: every surface answers 404.
+
+    A subclass of Http404, so that a view, the API or the stream that lets it through answers
+    exactly as for an unknown slug, and never names the feed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(FEED_NOT_FOUND)
+
+
+def feed_readable_filter(*, user: AbstractBaseUser | AnonymousUser | None) -> Q:
+    """Return the condition on Feed rows that the user may read: the one read rule.
+
+    Open feeds (anonymous posting) are public; a members-only feed is read by its members and
+    by staff, and only while their account is active.
+    """
+    if user is None or not user.is_authenticated or not getattr(user, "is_active", False):
+        return Q(allow_anonymous=True)
+    if user.is_staff:
+        return Q()
+    # A subquery, not a join: joining the members would repeat each open feed once per member.
+    memberships = Feed.members.through.objects.filter(user_id=user.pk).values("feed_id")
+    return Q(allow_anonymous=True) | Q(pk__in=memberships)
 
 
 def feed_check_can_read(*, feed: Feed, user: AbstractBaseUser | AnonymousUser | None) -> None:
-    """Raise ReadingNotAllowed unless the user may read the feed (page, API and stream alike).
-
-    Open feeds (anonymous posting) are public; members-only feeds need a signed-in user.
-    """
-    if not feed.allow_anonymous and (user is None or not user.is_authenticated):
-        raise ReadingNotAllowed(authenticated=False)
+    """Raise ReadingNotAllowed (a 404) unless the user may read the feed (page, API and stream alike)."""
+    if feed.allow_anonymous:
+        return  # the rule's first case, without a query
+    if not Feed.objects.filter(feed_readable_filter(user=user), pk=feed.pk).exists():
+        raise ReadingNotAllowed()
 
 
 def feed_check_can_post(*, feed: Feed, user: AbstractBaseUser | AnonymousUser | None) -> None:
-    """Raise PostingNotAllowed unless the user may post to the feed."""
-    if feed.allow_anonymous:
-        return
-    if user is None or not user.is_authenticated:
-        raise PostingNotAllowed(authenticated=False)
-    if user.is_staff or feed.members.filter(pk=user.pk).exists():
-        return
-    raise PostingNotAllowed(authenticated=True)
+    """Raise ReadingNotAllowed (a 404) unless the user may post to the feed.
+
+    Whoever may read a feed may post to it: anyone on an open feed, members and staff on a
+    members-only one. Those who may not read it get the answer of an unknown feed, never a
+    401/403 that would tell them it exists.
+    """
+    feed_check_can_read(feed=feed, user=user)
 
 
 def comment_validate(

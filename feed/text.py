@@ -6,11 +6,21 @@ invisible operators, soft hyphen, ...). Kept where they join two characters: the
 zero-width joiner and non-joiner (emoji sequences such as 👩‍💻, and Indic and Persian
 writing), and variation selectors after a character (❤️). Text with no visible
 character at all cleans to "", so it counts as blank.
+
+Combining marks (categories Mn and Me) are kept up to MAX_MARKS_PER_CHARACTER on one
+character; the excess is dropped, so a letter cannot carry a column of accents drawn over
+the lines around it. Four is enough for every script in real use: Vietnamese needs two,
+pointed Hebrew with cantillation up to four (shin dot, dagesh, vowel, accent), Tibetan
+stacks three or four, Devanagari two or three.
+
+Cleaning never makes a text longer (NFC is skipped in the rare case where it would), so
+a text of at most N characters as sent is at most N once cleaned.
 """
 from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _ZWNJ, _ZWJ = "\u200c", "\u200d"
 _JOINERS = frozenset((_ZWNJ, _ZWJ))
@@ -26,6 +36,8 @@ _INVISIBLE_CATEGORIES = frozenset(("Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Mn", "Me
 # A subdivision flag (England, Scotland, Wales): black flag, tag letters, cancel tag.
 _EMOJI_TAG_SEQUENCE = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_MARKS_PER_CHARACTER = 4
+_MARK_CATEGORIES = frozenset(("Mn", "Me"))
 
 
 def clean_body(value: str) -> str:
@@ -35,7 +47,7 @@ def clean_body(value: str) -> str:
     """
     value = value.replace("\r\n", "\n").replace("\r", "\n")
     # Remove before normalising: a removed character may separate a letter from its accent.
-    value = unicodedata.normalize("NFC", _remove_invisible(value)).strip()
+    value = _limit_marks(_normalize(_remove_invisible(value))).strip()
     return value if has_visible_character(value) else ""
 
 
@@ -44,7 +56,7 @@ def clean_name(value: str) -> str:
 
     Return "" if no visible character is left.
     """
-    value = " ".join(unicodedata.normalize("NFC", _remove_invisible(value)).split())
+    value = " ".join(_limit_marks(_normalize(_remove_invisible(value))).split())
     return value if has_visible_character(value) else ""
 
 
@@ -55,6 +67,74 @@ def has_visible_character(value: str) -> bool:
         or (char not in _BLANK_GRAPHIC and unicodedata.category(char) not in _INVISIBLE_CATEGORIES)
         for char in value
     )
+
+
+def visible_character_pattern() -> str:
+    """Return a regular expression (JSON Schema `pattern`) that matches text with a visible character.
+
+    It matches exactly the texts that do not clean to "" (lone surrogates aside): one
+    character that is neither removed by cleaning nor invisible. Built from this Python's Unicode database on first use
+    (about half a second), for the OpenAPI description.
+    """
+    return _visible_character_pattern()
+
+
+@lru_cache(maxsize=1)
+def _visible_character_pattern() -> str:
+    ranges: list[list[int]] = []
+    category = unicodedata.category
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            # Lone surrogates are not text (RFC 8259 leaves them undefined, and regex engines such
+            # as Rust's refuse them in a pattern); the server removes them.
+            continue
+        char = chr(code)
+        kind = category(char)
+        invisible = (
+            (kind in _INVISIBLE_CATEGORIES or char in _BLANK_GRAPHIC or kind == "Cn" and _RESERVED_INVISIBLE.match(char))
+            and char not in _VISIBLE_FORMAT
+        )
+        if invisible:
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return "[^" + "".join(_class_item(first, last) for first, last in ranges) + "]"
+
+
+def _class_item(first: int, last: int) -> str:
+    # \uXXXX in the Basic Multilingual Plane (ECMA-262 and Python alike); the character itself above it.
+    def one(code: int) -> str:
+        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+    return one(first) if first == last else f"{one(first)}-{one(last)}"
+
+
+def _normalize(value: str) -> str:
+    # NFC composes letters and accents; it lengthens only a few characters (composition
+    # exclusions such as U+0958), and is skipped then, so that cleaning never lengthens a text.
+    normalized = unicodedata.normalize("NFC", value)
+    return normalized if len(normalized) <= len(value) else value
+
+
+def _limit_marks(value: str) -> str:
+    """Keep at most MAX_MARKS_PER_CHARACTER combining marks on each character; drop the rest.
+
+    Joiners do not end a character's marks: a mark after a zero-width joiner still stacks on it.
+    """
+    if value.isascii():
+        return value
+    kept: list[str] = []
+    marks = 0
+    for char in value:
+        if unicodedata.category(char) in _MARK_CATEGORIES:
+            marks += 1
+            if marks > MAX_MARKS_PER_CHARACTER:
+                continue
+        elif char not in _JOINERS:
+            marks = 0
+        kept.append(char)
+    return "".join(kept)
 
 
 def _remove_invisible(value: str) -> str:

@@ -6,21 +6,15 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_POST, require_safe
 
 from feed.forms import CommentForm
 from feed.models import Comment, Feed
 from feed.ratelimit import RateLimited, client_identity
-from feed.selectors import comment_in_feed, comments_latest, feed_get, feeds_readable
-from feed.services import (
-    PostingNotAllowed,
-    ReadingNotAllowed,
-    comment_submit,
-    feed_check_can_post,
-    feed_check_can_read,
-)
+from feed.selectors import comment_in_feed, comments_latest, feed_get_readable, feeds_readable
+from feed.services import PostingNotAllowed, comment_submit, feed_check_can_post
 
 
 @require_safe
@@ -30,10 +24,13 @@ def feed_index(request: HttpRequest) -> HttpResponse:
 
 @require_safe
 def feed_page(request: HttpRequest, slug: str) -> HttpResponse:
-    feed = feed_get(slug=slug)
     try:
-        feed_check_can_read(feed=feed, user=request.user)
-    except ReadingNotAllowed:
+        feed = feed_get_readable(slug=slug, user=request.user)
+    except Http404:
+        if request.user.is_authenticated:
+            raise
+        # Unknown and members-only feeds answer a signed-out reader alike (sign in, then come
+        # back here), so the answer tells nothing about which slugs exist.
         return redirect_to_login(request.get_full_path())
     replying_to = comment_in_feed(feed=feed, comment_id=_positive_int(request.GET.get("reply_to")))
     form = _blank_form(request, replying_to=replying_to)
@@ -45,8 +42,11 @@ def feed_page(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
-    """Post a comment. htmx gets the form fragment back; the comment itself arrives live."""
-    feed = feed_get(slug=slug)
+    """Post a comment. htmx gets the form fragment back; the comment itself arrives live.
+
+    A feed the poster may not read is a 404 (ReadingNotAllowed), as for an unknown slug.
+    """
+    feed = feed_get_readable(slug=slug, user=request.user)
     form = CommentForm(request.POST, signed_in_as=_signed_in_as(request))
     form.is_valid()
     form.replying_to = comment_in_feed(feed=feed, comment_id=form.reply_to_id())
@@ -87,10 +87,6 @@ def _render_page(
     request: HttpRequest, *, feed: Feed, form: CommentForm, before: int | None, status: int = 200
 ) -> HttpResponse:
     page_size = settings.FEED_PAGE_SIZE
-    try:
-        feed_check_can_read(feed=feed, user=request.user)
-    except ReadingNotAllowed:
-        return render(request, "feed/members_only.html", _form_context(request, feed, form), status=status)
     comments = comments_latest(feed=feed, limit=page_size, before_seq=before)
     oldest = comments[0].seq if comments else None
     newest = comments[-1].seq if comments else None

@@ -167,6 +167,9 @@ def posting_settings_errors() -> list[Error]:
     interval = getattr(settings, "WS_SESSION_CHECK_INTERVAL", 30)
     if error := _number_error("WS_SESSION_CHECK_INTERVAL", interval, 0.1, 3600, float, "livefeed.E024"):
         errors.append(error)
+    interval = getattr(settings, "WS_ACCESS_CHECK_INTERVAL", 1)
+    if error := _number_error("WS_ACCESS_CHECK_INTERVAL", interval, 0.1, 3600, float, "livefeed.E025"):
+        errors.append(error)
     return errors
 
 

@@ -251,6 +251,10 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+# Members-only WebSockets: each process checks all of them at once this often (their sessions
+# exist, their users are active members: two queries) and closes those that lost the right
+# with 4401 (notifications.session_watch); WS_SESSION_CHECK_INTERVAL paces the full re-reads.
+WS_ACCESS_CHECK_INTERVAL = float(os.environ.get("WS_ACCESS_CHECK_INTERVAL", "1"))
 if env_bool("TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 

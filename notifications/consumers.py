@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -28,6 +28,9 @@ from notifications.streams import StreamKey, feed_stream
 from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from notifications import session_watch as session_watch_module
 
 
 @database_sync_to_async
@@ -54,7 +57,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "livefeed.feed-consumers-have-no-channel"
 
     conn: Connection | None = None
-    session_watch: asyncio.Task[None] | None = None
+    session_watch: session_watch_module.WatchedSocket | session_watch_module.CredentialWatch | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # AsyncConsumer.__call__ without a channel layer, minus await_many_dispatch: with one
@@ -94,9 +97,11 @@ class FeedConsumer(AsyncWebsocketConsumer):
         if not await self.start_stream(feed_stream(feed.pk), json_mode=mode == "json"):
             return
         if not feed.allow_anonymous:
-            # Members-only: the stream ends when the session that opened it does.
+            # Members-only: the stream ends when the reader's session or right to read does.
             conn = self.conn
-            self.session_watch = session_watch_start(scope=self.scope, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED))
+            self.session_watch = session_watch_start(
+                scope=self.scope, feed_id=feed.pk, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED)
+            )
 
     async def start_stream(self, key: StreamKey, *, json_mode: bool) -> bool:
         """Accept the handshake and hand the reader of this stream to the hub; False if it was closed."""
@@ -132,6 +137,8 @@ class FeedConsumer(AsyncWebsocketConsumer):
         if not conn.allow_resume():
             conn.close(CLOSE_TOO_MANY_RESUMES)
             return
+        if self.session_watch is not None and not await self.session_watch.recheck():
+            return  # signed out or no longer a member: closed with CLOSE_SESSION_ENDED, nothing replayed
         get_hub().resume(conn, resume.after)
 
     async def disconnect(self, code: int) -> None:

@@ -58,7 +58,9 @@ class NotificationConsumer(FeedConsumer):
         # The stream ends when the session or the token that opened it does (signed out, revoked).
         conn = self.conn
         if by_session:
-            self.session_watch = session_watch_start(scope=self.scope, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED))
+            self.session_watch = session_watch_start(
+                scope=self.scope, feed_id=None, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED)
+            )
         else:
             self.session_watch = credential_watch_start(
                 still_valid=lambda: _token_still_valid(secret or "", user_id), on_ended=lambda: conn.close(CLOSE_SESSION_ENDED)

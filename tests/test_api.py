@@ -45,9 +45,11 @@ class ApiTestCase(TestCase):
 
 class FeedListTests(ApiTestCase):
     def test_lists_feeds_with_slug_title_and_last_seq(self):
-        """GET /api/feeds/ lists every feed a signed-in caller may read with slug, title and last_seq, by slug."""
+        """GET /api/feeds/ lists every feed a member may read with slug, title and last_seq, by slug."""
         comment_create(feed=self.feed, author="ann", body="one")
-        self.client.force_login(get_user_model().objects.create_user("reader"))
+        reader = get_user_model().objects.create_user("reader")
+        self.club.members.add(reader)
+        self.client.force_login(reader)
         response = self.client.get("/api/feeds/")
         self.assertEqual(response.status_code, 200)
         self.assertEqual(
@@ -67,9 +69,13 @@ class FeedListTests(ApiTestCase):
         self.assertEqual([f["slug"] for f in response.json()], ["demo", "talk"])
         self.assertNotIn("Club", response.content.decode())
 
-    def test_members_only_feeds_are_listed_to_token_callers(self):
-        """A caller with an API token may read members-only feeds, so they are listed to it."""
-        _, secret = api_token_issue(user=get_user_model().objects.create_user("bot"))
+    def test_members_only_feeds_are_listed_to_member_token_callers(self):
+        """A token of a member lists the members-only feed; a token of anyone else does not."""
+        bot = get_user_model().objects.create_user("bot")
+        _, secret = api_token_issue(user=bot)
+        response = self.client.get("/api/feeds/", HTTP_AUTHORIZATION=f"Bearer {secret}")
+        self.assertEqual([f["slug"] for f in response.json()], ["demo", "talk"])
+        self.club.members.add(bot)
         response = self.client.get("/api/feeds/", HTTP_AUTHORIZATION=f"Bearer {secret}")
         self.assertEqual([f["slug"] for f in response.json()], ["club", "demo", "talk"])
 
@@ -131,11 +137,15 @@ class CommentListTests(ApiTestCase):
         """An unknown slug is a JSON 404, not the HTML page."""
         self.assertError(self.client.get("/api/feeds/nope/comments/"), 404, "not_found")
 
-    def test_members_only_feed_is_read_only_by_signed_in_users(self):
-        """Anonymous reads of a members-only feed are 401, like its stream; a signed-in user reads it."""
+    def test_members_only_feed_is_read_only_by_members(self):
+        """Anonymous and non-member reads of a members-only feed are the 404 of an unknown feed; a member reads it."""
         comment_create(feed=self.club, author="", body="inside", user=get_user_model().objects.create_superuser("boss"))
-        self.assertError(self.client.get("/api/feeds/club/comments/"), 401, "not_authenticated")
-        self.client.force_login(get_user_model().objects.create_user("reader"))
+        self.assertError(self.client.get("/api/feeds/club/comments/"), 404, "not_found")
+        self.client.force_login(get_user_model().objects.create_user("outsider"))
+        self.assertError(self.client.get("/api/feeds/club/comments/"), 404, "not_found")
+        member = get_user_model().objects.create_user("reader")
+        self.club.members.add(member)
+        self.client.force_login(member)
         response = self.client.get("/api/feeds/club/comments/")
         self.assertEqual((response.status_code, [c["body"] for c in response.json()]), (200, ["inside"]))
 
@@ -270,11 +280,10 @@ class CommentCreateTests(ApiTestCase):
         )
         self.assertError(Client(enforce_csrf_checks=True).post("/api/"), 405, "method_not_allowed")
 
-    def test_anonymous_post_to_members_only_feed_is_401(self):
-        """Without credentials a members-only feed answers 401 with WWW-Authenticate."""
+    def test_anonymous_post_to_members_only_feed_is_404(self):
+        """Without credentials a members-only feed does not exist: the 404 of an unknown feed."""
         response = self.post_json("/api/feeds/club/comments/", {"author": "ann", "body": "hi"})
-        self.assertError(response, 401, "not_authenticated")
-        self.assertEqual(response["WWW-Authenticate"], "Bearer")
+        self.assertError(response, 404, "not_found")
         self.assertFalse(Comment.objects.exists())
 
 
@@ -298,11 +307,11 @@ class TokenAuthTests(ApiTestCase):
         comment = Comment.objects.get()
         self.assertEqual((comment.user, comment.author, response.json()["author"]), (self.member, "member", "member"))
 
-    def test_valid_token_of_non_member_is_403(self):
-        """A valid token whose user is not a member is 403 forbidden."""
+    def test_valid_token_of_non_member_finds_no_feed(self):
+        """A valid token whose user is not a member gets the 404 of an unknown feed."""
         _, secret = api_token_issue(user=self.outsider)
         response = self.post_json("/api/feeds/club/comments/", {"body": "hi"}, **self.bearer(secret))
-        self.assertError(response, 403, "forbidden")
+        self.assertError(response, 404, "not_found")
 
     def test_unknown_token_is_401_even_where_anonymous_may_post(self):
         """A wrong token is refused outright, not treated as anonymous."""

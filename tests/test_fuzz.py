@@ -5,6 +5,7 @@ import unicodedata
 from html.parser import HTMLParser
 
 import schemathesis
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.signals import request_finished, request_started
@@ -23,6 +24,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from feed.auth import api_token_issue
 from feed.models import AUTHOR_MAX_LENGTH, BODY_MAX_LENGTH, Comment, Feed
 from feed.rendering import comment_as_dict, render_comment
 from feed.services import comment_create
@@ -271,3 +273,62 @@ class ApiFuzzTests(TestCase):
                         case.validate_response(response, checks=checks)
 
                     run()
+
+
+POSITIVE_EXAMPLES = 20  # per operation; generating bodies for the long `pattern` takes about 1 s each
+
+
+# The positive check asks "does the server take every request the schema allows?", so nothing
+# but the request's own content may decide the answer: the rate limit is off (a 429 after 30
+# posts would answer for the clock, not the request; the test above keeps it on), and the
+# caller is a signed-in member with a token (the schema cannot say that `author` is required
+# only without credentials, which its description states instead).
+@override_settings(FEED_POST_RATE="off")
+class ApiAcceptsWhatTheSchemaAllowsTests(TestCase):
+    """schemathesis positive data: every request valid by /api/openapi.json is accepted (2xx)."""
+
+    @classmethod
+    def setUpTestData(cls):
+        demo = Feed.objects.get_or_create(slug="demo", defaults={"title": "Demo", "allow_anonymous": True})[0]
+        club = Feed.objects.create(slug="club", title="Club", allow_anonymous=False)
+        member = get_user_model().objects.create_user("member")
+        club.members.add(member)
+        _, cls.token = api_token_issue(user=member)
+        comment_create(feed=demo, author="ann", body="first")
+
+    def test_every_request_the_schema_allows_is_accepted(self):
+        """Generated valid requests to every operation answer 2xx; the only other answer allowed is the
+        documented 422 of an Idempotency-Key reused with another body (keys repeat across examples)."""
+        for signal in (request_started, request_finished):
+            signal.disconnect(close_old_connections)
+            self.addCleanup(signal.connect, close_old_connections)
+        schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
+        request_log = logging.getLogger("django.request")
+        self.addCleanup(request_log.setLevel, request_log.level)
+        request_log.setLevel(logging.ERROR)
+        headers = {"Authorization": f"Bearer {self.token}"}
+        for operation in (result.ok() for result in schema.get_all_operations()):
+            with self.subTest(operation=operation.label):
+
+                @settings(max_examples=POSITIVE_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+                @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE), slug=st.sampled_from(["demo", "club"]))
+                def run(case, slug):
+                    if "slug" in (case.path_parameters or {}):
+                        case.path_parameters["slug"] = slug  # real feeds: a made-up slug is rightly a 404
+                    response = case.call(headers=headers)
+                    try:
+                        answer = response.json()
+                    except ValueError:
+                        answer = response.text
+                    reused_key = (
+                        response.status_code == 422
+                        and isinstance(answer, dict)
+                        and answer.get("error") == "idempotency_key_reused"
+                    )
+                    self.assertTrue(
+                        200 <= response.status_code < 300 or reused_key,
+                        f"{case.method} {case.formatted_path} {case.body!r} {case.query!r} {case.headers!r}"
+                        f" -> {response.status_code} {answer!r}",
+                    )
+
+                run()

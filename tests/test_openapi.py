@@ -120,6 +120,8 @@ class RealResponsesMatchSchemaTests(OpenApiTestCase):
         session = Client(enforce_csrf_checks=True)
         session.force_login(outsider)
         bad_token = {"HTTP_AUTHORIZATION": "Bearer lf_not_a_token"}
+        signed_in = Client(enforce_csrf_checks=True)  # a session post without the CSRF token: 403
+        signed_in.force_login(outsider)
         cases = [
             (FEEDS, "get", 200, lambda: self.client.get("/api/feeds/")),
             (FEEDS, "get", 401, lambda: self.client.get("/api/feeds/", **bad_token)),
@@ -130,12 +132,21 @@ class RealResponsesMatchSchemaTests(OpenApiTestCase):
             (COMMENTS, "post", 201, lambda: self.post("talk", {"author": "bob", "body": "hello"})),
             (COMMENTS, "post", 400, lambda: self.post("talk", {"author": "bob", "body": " "})),
             (COMMENTS, "post", 400, lambda: self.post("talk", "{broken")),
-            (COMMENTS, "post", 401, lambda: self.post("club", {"author": "bob", "body": "hi"})),
+            # A members-only feed answers others as an unknown feed does (404), never 401/403.
+            (COMMENTS, "post", 404, lambda: self.post("club", {"author": "bob", "body": "hi"})),
             (COMMENTS, "post", 401, lambda: self.post("talk", {"author": "bob", "body": "hi"}, **bad_token)),
             (
                 COMMENTS,
                 "post",
                 403,
+                lambda: signed_in.post(
+                    "/api/feeds/talk/comments/", json.dumps({"body": "hi"}), content_type="application/json"
+                ),
+            ),
+            (
+                COMMENTS,
+                "post",
+                404,
                 lambda: self.post("club", {"body": "hi"}, HTTP_AUTHORIZATION=f"Bearer {outsider_token}"),
             ),
             (COMMENTS, "post", 404, lambda: self.post("nope", {"author": "bob", "body": "hi"})),

@@ -324,7 +324,7 @@ class PostingRateLimitTests(TestCase):
         self.assertEqual(statuses, [201, 201, 201, 429])
 
     def test_invalid_api_posts_do_not_use_up_the_limit(self):
-        """Posts refused as invalid (400) or not allowed (401) are not counted: the next valid post is 201.
+        """Posts refused as invalid (400) or not allowed (404: a members-only feed) are not counted: the next valid post is 201.
 
         Valid posts are still limited: the fourth within the minute gets 429 with Retry-After.
         """
@@ -341,7 +341,7 @@ class PostingRateLimitTests(TestCase):
                 "/api/feeds/club/comments/", {"author": "Ann", "body": "members only"}, content_type="application/json"
             ).status_code
         )
-        self.assertEqual(refused, [400] * 7 + [401])
+        self.assertEqual(refused, [400] * 7 + [404])
         accepted = [self.api_post(f"valid {i}").status_code for i in range(3)]
         over = self.api_post("one too many")
         self.assertEqual(accepted, [201, 201, 201])

@@ -4,10 +4,11 @@ import threading
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.http import Http404
 from django.test import TestCase, TransactionTestCase
 
 from feed.models import AUTHOR_MAX_LENGTH, BODY_MAX_LENGTH, Comment, Feed
-from feed.services import PostingNotAllowed, comment_create
+from feed.services import ReadingNotAllowed, comment_create
 
 
 class CommentCreateTests(TestCase):
@@ -77,18 +78,17 @@ class MembersOnlyFeedTests(TestCase):
         cls.staff = User.objects.create_user("staff", password="x", is_staff=True)
         cls.feed.members.add(cls.member)
 
-    def test_anonymous_poster_is_refused_with_401(self):
-        """No credentials on a members-only feed: PostingNotAllowed with status 401."""
-        with self.assertRaises(PostingNotAllowed) as caught:
+    def test_anonymous_poster_finds_no_feed(self):
+        """No credentials on a members-only feed: ReadingNotAllowed, a 404 like an unknown feed."""
+        with self.assertRaises(ReadingNotAllowed) as caught:
             comment_create(feed=self.feed, author="ann", body="hi", user=None)
-        self.assertEqual(caught.exception.status, 401)
+        self.assertIsInstance(caught.exception, Http404)
         self.assertFalse(Comment.objects.exists())
 
-    def test_non_member_is_refused_with_403(self):
-        """A signed-in user who is not a member: PostingNotAllowed with status 403."""
-        with self.assertRaises(PostingNotAllowed) as caught:
+    def test_non_member_finds_no_feed(self):
+        """A signed-in user who is not a member: ReadingNotAllowed too, not a 403 that tells the feed exists."""
+        with self.assertRaises(ReadingNotAllowed):
             comment_create(feed=self.feed, author="", body="hi", user=self.outsider)
-        self.assertEqual(caught.exception.status, 403)
         self.assertFalse(Comment.objects.exists())
 
     def test_members_and_staff_may_post(self):
