@@ -15,6 +15,8 @@ from feed.models import Feed
 from feed.ratelimit import RateLimited, client_identity
 from feed.selectors import comments_latest, feed_get, feeds_readable
 from feed.services import (
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
     PostingNotAllowed,
     ReadingNotAllowed,
     comment_submit,
@@ -52,10 +54,16 @@ def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
             body=form.cleaned_data.get("body", ""),
             user=request.user,
             client=client_identity(request),
+            # The page's script sends a header per composed comment; without JavaScript the
+            # form's hidden field (a key per render) makes a resubmitted form safe too.
+            idempotency_key=request.headers.get("Idempotency-Key") or request.POST.get("idempotency_key") or None,
         )
     except ValidationError as exc:
         form.add_error(None, exc)
         status = 422
+    except (IdempotencyKeyInvalid, IdempotencyKeyReused) as exc:
+        form.add_error(None, str(exc))
+        status = 400 if isinstance(exc, IdempotencyKeyInvalid) else 422
     except PostingNotAllowed as exc:
         form.add_error(None, str(exc))
         status = exc.status
