@@ -105,6 +105,14 @@ SEQ_IN_HTML = re.compile(r'<article\b[^>]*\bdata-seq="(\d+)"')
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+class _KeepRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect (e.g. SECURE_SSL_REDIRECT) is an answer: do not follow it
+
+
+NO_PROXY_NO_REDIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), _KeepRedirects())
+
+
 def free_port() -> int:
     """Return a TCP port that is free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -345,7 +353,7 @@ class DaphneInstance(_Process):
             if not self.running:
                 raise AssertionError(f"daphne {self.name} exited with {self.process.returncode}:\n{self.log()}")
             try:
-                with NO_PROXY.open(self.http_url("/api/feeds/"), timeout=2) as response:
+                with NO_PROXY_NO_REDIRECT.open(self.http_url("/api/feeds/"), timeout=2) as response:
                     return response.status < 500
             except urllib.error.HTTPError as error:
                 return error.code < 500
