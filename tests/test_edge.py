@@ -19,11 +19,11 @@ import urllib.request
 import uuid
 from typing import Any
 
-from django.test import SimpleTestCase
+from django.test import SimpleTestCase, TestCase
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import ClientConnection, connect
 
-from feed.models import Comment
+from feed.models import Comment, Feed
 from tests.harness import (
     NGINX_CONF,
     NO_PROXY,
@@ -411,3 +411,49 @@ class NginxConfigTests(SimpleTestCase):
         upstream = re.search(r"upstream livefeed \{(.*?)\}", self.text, re.DOTALL).group(1)
         self.assertRegex(upstream, r"\bzone livefeed \d+k;")
         self.assertEqual(re.findall(r"server (\S+)", upstream), ["web1:8000", "web2:8000"])
+
+
+class FormIdempotencyTests(TestCase):
+    """The form view (with htmx or without) takes an Idempotency-Key like the API does."""
+
+    @classmethod
+    def setUpTestData(cls):
+        cls.feed = Feed.objects.create(slug="keys", title="Keys", allow_anonymous=True)
+
+    def post(self, body: str, *, key: str | None = None, field: str | None = None, htmx: bool = True):
+        data = {"author": "Ann", "body": body, **({"idempotency_key": field} if field else {})}
+        headers = {**({"HTTP_HX_REQUEST": "true"} if htmx else {}), **({"HTTP_IDEMPOTENCY_KEY": key} if key else {})}
+        return self.client.post("/feeds/keys/comments/", data, **headers)
+
+    def test_repeated_htmx_post_with_the_same_key_creates_one_comment_and_answers_like_a_success(self):
+        key = str(uuid.uuid4())
+        first, again = self.post("once", key=key), self.post("once", key=key)
+        self.assertEqual((first.status_code, again.status_code), (200, 200))
+        self.assertNotContains(again, "form-errors")
+        self.assertEqual(Comment.objects.filter(feed=self.feed).count(), 1)
+
+    def test_resubmitted_plain_form_with_its_hidden_key_creates_one_comment(self):
+        page = self.client.get("/feeds/keys/").content.decode()
+        key = re.search(r'name="idempotency_key" value="([^"]+)"', page).group(1)
+        self.assertNotEqual(key, re.search(r'name="idempotency_key" value="([^"]+)"', self.client.get("/feeds/keys/").content.decode()).group(1))
+        for _ in range(2):
+            self.assertEqual(self.post("plain", field=key, htmx=False).status_code, 303)
+        self.assertEqual(Comment.objects.filter(feed=self.feed).count(), 1)
+
+    def test_the_header_wins_over_the_hidden_field(self):
+        self.post("a", key="header-key", field="field-key")
+        self.post("a", key="header-key", field="another-field-key")
+        self.assertEqual(Comment.objects.filter(feed=self.feed).count(), 1)
+
+    def test_same_key_for_another_comment_is_refused_inline(self):
+        key = str(uuid.uuid4())
+        self.post("one", key=key)
+        response = self.post("two", key=key)
+        self.assertEqual(response.status_code, 422)
+        self.assertContains(response, "already used", status_code=422)
+        self.assertEqual(Comment.objects.filter(feed=self.feed).count(), 1)
+
+    def test_malformed_key_is_refused_inline(self):
+        response = self.post("x", key="bad key with spaces")
+        self.assertContains(response, "Idempotency-Key", status_code=400)
+        self.assertFalse(Comment.objects.exists())
