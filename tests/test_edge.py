@@ -5,6 +5,7 @@ NginxServer renders the file with loopback addresses and runs it in the foregrou
 """
 from __future__ import annotations
 
+import http.client
 import http.cookiejar
 import json
 import os
@@ -313,6 +314,24 @@ class RollingRestartTests(NginxTestCase):
         self.assertEqual(set(json.loads(raw)), {"error", "detail"})
         self.assertEqual(json.loads(raw)["error"], "too_large")
         self.assertIn("load balancer", json.loads(raw)["detail"])  # nginx answered, the app never saw it
+
+    def test_chunked_api_body_over_the_limits_gets_json_413_too(self):
+        """A chunked body (no Content-Length) is refused the same way: nginx buffers it and passes
+        its length on, so the app answers in between the limits, nginx beyond."""
+        self.make_feed("chunked")
+        for size, answered_by in ((100_000, "65536"), (300_000, "load balancer")):
+            connection = http.client.HTTPConnection("127.0.0.1", self.nginx.port, timeout=30)
+            chunks = (b"{" + b" " * (size - 2) + b"}")
+            connection.request(
+                "POST", "/api/feeds/chunked/comments/", body=iter([chunks[i:i + 8192] for i in range(0, size, 8192)]),
+                headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}, encode_chunked=True,
+            )
+            response = connection.getresponse()
+            raw = response.read()
+            connection.close()
+            self.assertEqual((response.status, response.getheader("Content-Type")), (413, "application/json"), raw[:300])
+            self.assertEqual(json.loads(raw)["error"], "too_large")
+            self.assertIn(answered_by, json.loads(raw)["detail"])
 
     def test_api_gets_json_502_when_both_instances_are_down(self):
         """With no instance answering, nginx's own 502 on /api/ is JSON (retry advice included)."""
