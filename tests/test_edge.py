@@ -10,7 +10,10 @@ import http.cookiejar
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -20,6 +23,7 @@ import urllib.request
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.test import SimpleTestCase, TestCase
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import ClientConnection, connect
@@ -371,13 +375,31 @@ class RollingRestartTests(NginxTestCase):
 class TrustedTerminatorTests(NginxTestCase):
     instance_count = 1
     instance_env = {
-        # HTTPS redirect on, behind a TLS terminator whose X-Forwarded-Proto is trusted. DEBUG
-        # stays on only because DEBUG off needs a collectstatic run first; the redirect is the
-        # same SecurityMiddleware either way.
-        "SECURE_SSL_REDIRECT": "1",
+        # Production defaults (DEBUG off: HTTPS redirect, secure cookies, HSTS) behind a TLS
+        # terminator whose X-Forwarded-Proto is trusted: the README's terminator layout.
+        "DEBUG": "0",
         "TRUST_X_FORWARDED_PROTO": "1",
         "TRUSTED_PROXY_COUNT": "2",
     }
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # DEBUG off serves only collected static files: collect them once, as a release does.
+        cls.static_root = tempfile.mkdtemp(prefix="livefeed-static-")
+        env = {**os.environ, "DEBUG": "0", "STATIC_ROOT": cls.static_root, "SECRET_KEY": "edge-test-collectstatic-only"}
+        collected = subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=settings.BASE_DIR, env=env,
+            capture_output=True, text=True, timeout=120,
+        )
+        if collected.returncode != 0:
+            raise AssertionError(f"collectstatic failed: {collected.stderr}")
+        cls.instance_env = {**cls.instance_env, "STATIC_ROOT": cls.static_root}
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        super().tearDownClass()
+        shutil.rmtree(cls.static_root, ignore_errors=True)
 
     def setUp(self) -> None:
         # MultiInstanceTestCase's setUp, with nginx readiness checked as the terminator would.
@@ -392,6 +414,7 @@ class TrustedTerminatorTests(NginxTestCase):
         request without it is redirected to https on the same host and port."""
         status, headers, raw = self.via_nginx("/api/feeds/", headers={"X-Forwarded-Proto": "https"})
         self.assertEqual(status, 200, f"{headers} {raw[:300]!r}")
+        self.assertIn("max-age=", headers.get("Strict-Transport-Security", ""))  # the app saw https
         status, headers, _ = self.via_nginx("/api/feeds/")
         self.assertEqual(status, 301)
         self.assertEqual(headers["Location"], f"https://127.0.0.1:{self.nginx.port}/api/feeds/")
