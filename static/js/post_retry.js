@@ -80,9 +80,11 @@
     window.setTimeout(function () {
       if (!document.body.contains(form)) return;
       delete form.dataset.retrying;
-      window.htmx.ajax("POST", form.getAttribute("hx-post"), {
+      var sent = window.htmx.ajax("POST", form.getAttribute("hx-post"), {
         source: form, target: form, swap: "outerHTML",
       });
+      // A failed attempt is handled by the listeners above (afterRequest), not by the promise.
+      if (sent && typeof sent.catch === "function") sent.catch(function () {});
     }, retryDelay(attempt));
   }
 
