@@ -22,12 +22,12 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
     ``ws_url(slug, json=False)``, ``rss() -> bytes``, ``log(tail) -> str``, and
     ``log_offset()`` / ``log_since(offset)`` for what it wrote in between.
 
-``NginxServer(upstreams, *, conf=None)``
+``NginxServer(upstreams, *, conf=NGINX_CONF, worker_processes=None)``
     A real ``nginx`` (Debian's package, installed by ``scripts/ensure-test-services``) running
     the repository's own ``deploy/nginx.conf`` in front of ``upstreams`` (``DaphneInstance``
     objects or ports; one or two). The file is rendered into a throwaway prefix directory with
-    the upstream servers ``web1:8000`` / ``web2:8000``, ``listen 80`` and the pid and temp
-    paths substituted (each must be found exactly once, so a changed file fails loudly, not
+    the upstream servers ``web1:8000`` / ``web2:8000``, ``listen 80``, the pid, access log and
+    temp paths (and ``worker_processes`` when given) substituted (each must be found exactly once, so a changed file fails loudly, not
     silently) and started as ``nginx -c <file> -p <prefix> -g "daemon off;"``: a child in the
     foreground, never the system service. ``log()`` shows its error log and the end of its
     access log (``access_log()``, where ``upstream=`` names the instances tried). ``start()``,
@@ -378,8 +378,9 @@ class NginxServer(_Process):
 
     name = "nginx"
 
-    def __init__(self, upstreams: list[DaphneInstance | int], *, conf: Path = NGINX_CONF) -> None:
+    def __init__(self, upstreams: list[DaphneInstance | int], *, conf: Path = NGINX_CONF, worker_processes: int | None = None) -> None:
         super().__init__()
+        self.worker_processes = worker_processes
         ports = [item if isinstance(item, int) else item.port for item in upstreams]
         if not 1 <= len(ports) <= 2:
             raise ValueError("nginx.conf has two upstream servers: give one or two upstreams")
@@ -404,6 +405,8 @@ class NginxServer(_Process):
         ]
         for directive in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             replacements.append((rf"\b{directive}_temp_path \S+;", f"{directive}_temp_path {self.prefix}/{directive}_temp;"))
+        if self.worker_processes is not None:
+            replacements.append((r"^worker_processes \S+;", f"worker_processes {self.worker_processes};"))
         for pattern, replacement in replacements:
             text, count = re.subn(pattern, lambda _match, value=replacement: value, text, flags=re.MULTILINE)
             if count != 1:

@@ -10,7 +10,9 @@ import http.cookiejar
 import json
 import os
 import re
+import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,13 +78,14 @@ class NginxTestCase(MultiInstanceTestCase):
     """Real daphne instances (MultiInstanceTestCase) with the repository's nginx in front."""
 
     nginx: NginxServer
+    nginx_worker_processes: int | None = None  # None: the file's own (auto)
 
     @classmethod
     def setUpClass(cls) -> None:
         require_nginx()
         super().setUpClass()
         try:
-            cls.nginx = NginxServer(cls.instances)
+            cls.nginx = NginxServer(cls.instances, worker_processes=cls.nginx_worker_processes)
             cls.nginx.start()
         except BaseException:
             cls._stop_processes()
@@ -370,6 +373,58 @@ class RollingRestartTests(NginxTestCase):
             status, response_headers, raw = self.via_nginx("/feeds/forms/comments/", method="POST", data=form, headers=headers, opener=opener)
             self.assertEqual(status, 303, raw[:500])
         self.assertEqual(list(Comment.objects.filter(feed__slug="forms").values_list("body", flat=True)), ["through nginx"])
+
+
+class WebSocketCapacityTests(NginxTestCase):
+    # One worker takes every connection: the worst case of the kernel's spreading.
+    nginx_worker_processes = 1
+    sockets = 1200  # 2,400 connections in one worker: more than the 1,024 nginx defaults to
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # Room for the sockets in this process and in the children started after this.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 4 * cls.sockets
+        if soft < wanted:
+            if hard != resource.RLIM_INFINITY and hard < wanted:
+                raise unittest.SkipTest(f"needs {wanted} open files, the hard limit is {hard}")
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        super().setUpClass()
+
+    def test_one_nginx_worker_holds_many_proxied_websockets(self):
+        """1,200 WebSockets through one nginx worker all open (each takes two of its connections),
+        and the worker reports no shortage; the file's worker_connections allows 16,384."""
+        self.make_feed("capacity")
+        request_bytes = (
+            f"GET /ws/feeds/capacity/?format=json HTTP/1.1\r\nHost: 127.0.0.1:{self.nginx.port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {self.nginx.origin}\r\n\r\n"
+        ).encode()
+        log_offset = self.nginx.log_offset()
+        sockets: list[socket.socket] = []
+        answers: list[bytes] = []
+        try:
+            # In batches of 100, each answered before the next: capacity, not a handshake storm
+            # (daphne gives a handshake 5 s, which a 2-core machine under a storm can exceed).
+            for _ in range(0, self.sockets, 100):
+                batch = [socket.create_connection(("127.0.0.1", self.nginx.port), timeout=30) for _ in range(100)]
+                sockets.extend(batch)
+                for sock in batch:
+                    sock.sendall(request_bytes)
+                for sock in batch:
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                    answers.append(head.split(b"\r\n", 1)[0])
+            refused = [answer for answer in answers if not answer.startswith(b"HTTP/1.1 101")]
+            self.assertEqual(refused, [], f"{len(refused)} of {self.sockets} handshakes failed\n{self.nginx.log_since(log_offset)[-3000:]}")
+            self.assertNotIn("worker_connections are not enough", self.nginx.log_since(log_offset))
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 class TrustedTerminatorTests(NginxTestCase):
