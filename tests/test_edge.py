@@ -12,6 +12,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import urllib.request
 import uuid
 from typing import Any
 
+import psutil
 from django.conf import settings
 from django.test import SimpleTestCase, TestCase
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -351,6 +353,57 @@ class RollingRestartTests(NginxTestCase):
             self.assertEqual((status, headers.get("Content-Type")), (502, "application/json"), raw[:300])
             self.assertEqual(json.loads(raw)["error"], "bad_gateway")
             self.assertTrue(json.loads(raw)["detail"])
+
+    def test_post_in_flight_when_its_instance_dies_gets_json_502_and_its_retry_creates_it_once(self):
+        """nginx does not resend a POST that reached an instance which then died (it may have been
+        saved): the client gets JSON 502, retries with its Idempotency-Key, and the comment exists once."""
+        feed = self.make_feed("in-flight")
+        victim, other = self.instances
+        other.stop()
+        # Until nginx counts `other` as failed (max_fails), so that the post goes to the victim.
+        errors_since = self.nginx.log_offset()
+        wait_until(
+            lambda: self.via_nginx("/api/feeds/")[0] == 200
+            and self.nginx.log_since(errors_since).count(f"127.0.0.1:{other.port}/api/feeds/") >= 3,
+            10, "nginx to mark the stopped instance as failed",
+        )
+        key = str(uuid.uuid4())
+        url = self.nginx.http_url("/api/feeds/in-flight/comments/")
+        data = json.dumps({"author": "ann", "body": "in flight"}).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        answer: list[tuple[int, dict[str, str], bytes]] = []
+        os.kill(victim.pid, signal.SIGSTOP)  # it accepts no more; the kernel still queues connections
+        try:
+            poster = threading.Thread(target=lambda: answer.append(request(url, method="POST", data=data, headers=headers)))
+            poster.start()
+            wait_until(lambda: self.nginx_connections_to(victim), 10, "nginx to send the post to the stopped instance")
+            # The other instance is back before the victim dies: nginx could resend the post
+            # there, and must not (no `non_idempotent`): the victim may have saved it.
+            other.start()
+            other.wait_ready()
+        finally:
+            victim.kill()  # dies with the post unanswered
+        poster.join(timeout=30)
+        status, response_headers, raw = answer[0]
+        self.assertEqual((status, response_headers.get("Content-Type")), (502, "application/json"), raw[:300])
+        self.assertEqual(json.loads(raw)["error"], "bad_gateway")
+        victim.start()
+        victim.wait_ready()
+        replies = [request(url, method="POST", data=data, headers=headers) for _ in range(2)]
+        self.assertEqual([reply[0] for reply in replies], [201, 201], [reply[2][:200] for reply in replies])
+        self.assertEqual(json.loads(replies[0][2])["id"], json.loads(replies[1][2])["id"])
+        self.assertEqual(replies[1][1].get("Idempotent-Replayed"), "true")
+        self.assertEqual(Comment.objects.filter(feed=feed).count(), 1)
+
+    def nginx_connections_to(self, instance) -> int:
+        """Return how many connections nginx's workers hold to the instance's port."""
+        count = 0
+        for worker in psutil.Process(self.nginx.pid).children():
+            try:
+                count += sum(1 for conn in worker.net_connections(kind="tcp") if conn.raddr and conn.raddr.port == instance.port)
+            except psutil.Error:
+                continue
+        return count
 
     def test_form_post_with_csrf_works_on_a_non_default_port(self):
         """nginx keeps the port in Host, so a form post's Origin (host:port) matches without
