@@ -188,6 +188,7 @@ class Poster(threading.Thread):
         super().__init__(name="poster", daemon=True)
         self.url = nginx.http_url(f"/api/feeds/{slug}/comments/")
         self.posts: list[dict[str, Any]] = []  # one per comment: key, body, statuses, result
+        self.attempts = 0  # requests sent, retries included
         self.failures: list[str] = []
         self._halt = threading.Event()
         self._changed = threading.Condition()
@@ -205,8 +206,10 @@ class Poster(threading.Thread):
         headers = {"Content-Type": "application/json", "Accept": "application/json", "Idempotency-Key": key}
         statuses: list[int] = []
         delay = 0.05
-        deadline = time.monotonic() + 90
+        started = time.monotonic()
+        deadline = started + 90
         while True:
+            self.attempts += 1
             try:
                 status, response_headers, raw = request(self.url, method="POST", data=data, headers=headers, timeout=20)
             except OSError as error:
@@ -217,7 +220,10 @@ class Poster(threading.Thread):
                 delay = min(delay * 2, 1.0)
                 continue
             break
-        post = {"key": key, "body": body, "statuses": statuses, "replayed": response_headers.get("Idempotent-Replayed") == "true"}
+        post = {
+            "key": key, "body": body, "statuses": statuses, "seconds": round(time.monotonic() - started, 2),
+            "replayed": response_headers.get("Idempotent-Replayed") == "true",
+        }
         if status == 201:
             post["comment"] = json.loads(raw)
         else:
@@ -267,7 +273,7 @@ class RollingRestartTests(NginxTestCase):
             poster.start()
             for instance in self.instances:
                 poster.wait_for_posts(len(poster.posts) + 10, 30)
-                posts_before = len(poster.posts)
+                attempts_before = poster.attempts
                 instance.terminate()
                 try:
                     instance.wait_exit(SHUTDOWN_GRACE + 5)
@@ -277,7 +283,7 @@ class RollingRestartTests(NginxTestCase):
                 offset = self.nginx.access_offset()
                 instance.start()
                 instance.wait_ready()
-                windows.append(len(poster.posts) - posts_before)
+                windows.append(poster.attempts - attempts_before)
                 # The README's procedure: stop the next instance only once nginx uses this one again.
                 wait_until(lambda: self.nginx.answered_by(instance, offset), 20, f"nginx to send {instance.name} traffic again")
             poster.wait_for_posts(len(poster.posts) + 10, 30)
@@ -299,12 +305,14 @@ class RollingRestartTests(NginxTestCase):
         finally:
             for reader in readers:
                 reader.stop()
-        self.assertTrue(all(window > 0 for window in windows), f"posts answered while each instance restarted: {windows}")
+        self.assertTrue(all(window > 0 for window in windows), f"posts sent while each instance restarted: {windows}")
         retried = [post for post in poster.posts if len(post["statuses"]) > 1]
+        slowest = max(poster.posts, key=lambda post: post["seconds"])
         print(  # noqa: T201 - the figures of the run, for whoever reads the test output
             f"\nrolling restart: {len(poster.posts)} posts, {len(retried)} retried "
             f"({sum(post['statuses'].count(502) for post in poster.posts)} answers 502, "
-            f"{sum(post['replayed'] for post in poster.posts)} replays), posts per restart {windows}, "
+            f"{sum(post['replayed'] for post in poster.posts)} replays), requests sent per restart {windows}, "
+            f"slowest post {slowest['seconds']} s {slowest['statuses']}, "
             f"reader connections {[reader.connections for reader in readers]}"
         )
 
