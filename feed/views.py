@@ -14,7 +14,13 @@ from feed.forms import CommentForm
 from feed.models import Comment, Feed
 from feed.ratelimit import RateLimited, client_identity
 from feed.selectors import comment_in_feed, comments_latest, feed_get_readable, feeds_readable
-from feed.services import PostingNotAllowed, comment_submit, feed_check_can_post
+from feed.services import (
+    IdempotencyKeyInvalid,
+    IdempotencyKeyReused,
+    PostingNotAllowed,
+    comment_submit,
+    feed_check_can_post,
+)
 
 
 @require_safe
@@ -59,10 +65,16 @@ def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
             user=request.user,
             client=client_identity(request),
             reply_to=form.reply_to_id(),
+            # The page's script sends a header per composed comment; without JavaScript the
+            # form's hidden field (a key per render) makes a resubmitted form safe too.
+            idempotency_key=request.headers.get("Idempotency-Key") or request.POST.get("idempotency_key") or None,
         )
     except ValidationError as exc:
         form.add_error(None, exc)
         status = 422
+    except (IdempotencyKeyInvalid, IdempotencyKeyReused) as exc:
+        form.add_error(None, str(exc))
+        status = 400 if isinstance(exc, IdempotencyKeyInvalid) else 422
     except PostingNotAllowed as exc:
         form.add_error(None, str(exc))
         status = exc.status

@@ -34,6 +34,21 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
     (``redis://127.0.0.1:<port>/0``), ``connections`` (how many it accepted). For a Redis
     that hangs after having answered, freeze a ``RedisServer`` with ``paused()`` (SIGSTOP):
     the kernel still accepts its connections and nothing answers them.
+``NginxServer(upstreams, *, conf=NGINX_CONF, worker_processes=None)``
+    A real ``nginx`` (Debian's package, installed by ``scripts/ensure-test-services``) running
+    the repository's own ``deploy/nginx.conf`` in front of ``upstreams`` (``DaphneInstance``
+    objects or ports; one or two). The file is rendered into a throwaway prefix directory with
+    the upstream servers ``web1:8000`` / ``web2:8000``, ``listen 80``, the pid, access log and
+    temp paths (and ``worker_processes`` when given) substituted (each must be found exactly once, so a changed file fails loudly, not
+    silently) and started as ``nginx -c <file> -p <prefix> -g "daemon off;"``: a child in the
+    foreground, never the system service. ``log()`` shows its error log and the end of its
+    access log (``access_log()``, where ``upstream=`` names the instances tried). ``start()``,
+    ``wait_ready(timeout)``, ``stop()``, ``port``, ``origin``, ``http_url(path)``,
+    ``ws_url(slug, json=False)``, ``config`` (the rendered text), ``access_offset()`` and
+    ``answered_by(instance, since)`` (whether a request logged after that offset was answered
+    by that instance with a status below 500). It also
+    quacks like an instance for ``post_comment`` and ``FeedReader``.
+    ``nginx_binary()`` returns its path or None.
 
 ``subprocess_database_url() -> str``
     The ``DATABASE_URL`` of the database this (test) process uses: the test runner's SQLite
@@ -106,6 +121,14 @@ SEQ_IN_HTML = re.compile(r'<article\b[^>]*\bdata-seq="(\d+)"')
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # The client message limits every daphne of the project runs with (Makefile DAPHNE_ARGS).
 DAPHNE_LIMITS = ["--websocket-max-message-size", "5120", "--websocket-max-frame-size", "5120"]
+
+
+class _KeepRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect (e.g. SECURE_SSL_REDIRECT) is an answer: do not follow it
+
+
+NO_PROXY_NO_REDIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), _KeepRedirects())
 
 
 def free_port() -> int:
@@ -401,7 +424,7 @@ class DaphneInstance(_Process):
             if not self.running:
                 raise AssertionError(f"daphne {self.name} exited with {self.process.returncode}:\n{self.log()}")
             try:
-                with NO_PROXY.open(self.http_url("/api/feeds/"), timeout=2) as response:
+                with NO_PROXY_NO_REDIRECT.open(self.http_url("/api/feeds/"), timeout=2) as response:
                     return response.status < 500
             except urllib.error.HTTPError as error:
                 return error.code < 500
@@ -409,6 +432,113 @@ class DaphneInstance(_Process):
                 return False
 
         wait_until(answers, timeout, f"daphne {self.name} on port {self.port} to answer", interval=0.1)
+
+
+NGINX_CONF = BASE_DIR / "deploy" / "nginx.conf"
+
+
+def nginx_binary() -> str | None:
+    """Return the nginx executable's path (Debian puts it in /usr/sbin), or None."""
+    import shutil
+
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/local/nginx/sbin")
+
+
+class NginxServer(_Process):
+    """The repository's deploy/nginx.conf, run by a real nginx in front of test instances."""
+
+    name = "nginx"
+
+    def __init__(self, upstreams: list[DaphneInstance | int], *, conf: Path = NGINX_CONF, worker_processes: int | None = None) -> None:
+        super().__init__()
+        self.worker_processes = worker_processes
+        ports = [item if isinstance(item, int) else item.port for item in upstreams]
+        if not 1 <= len(ports) <= 2:
+            raise ValueError("nginx.conf has two upstream servers: give one or two upstreams")
+        self.upstream_ports = ports if len(ports) == 2 else ports * 2
+        self.port = free_port()
+        self.prefix = Path(tempfile.mkdtemp(prefix="livefeed-nginx-"))
+        # As root, nginx's workers run as an unprivileged user: they must reach the prefix.
+        self.prefix.chmod(0o755)
+        self.conf_path = self.prefix / "nginx.conf"
+        self.access_log_path = self.prefix / "access.log"
+        self.config = self.render(conf.read_text())
+        self.conf_path.write_text(self.config)
+
+    def render(self, text: str) -> str:
+        """Return the configuration with this test's addresses and paths in place of the compose ones."""
+        replacements = [
+            (r"server web1:8000\b", f"server 127.0.0.1:{self.upstream_ports[0]}"),
+            (r"server web2:8000\b", f"server 127.0.0.1:{self.upstream_ports[1]}"),
+            (r"listen 80;", f"listen 127.0.0.1:{self.port};"),
+            (r"^pid \S+;", f"pid {self.prefix}/nginx.pid;"),
+            (r"\baccess_log \S+ upstream;", f"access_log {self.access_log_path} upstream;"),
+        ]
+        for directive in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            replacements.append((rf"\b{directive}_temp_path \S+;", f"{directive}_temp_path {self.prefix}/{directive}_temp;"))
+        if self.worker_processes is not None:
+            replacements.append((r"^worker_processes \S+;", f"worker_processes {self.worker_processes};"))
+        for pattern, replacement in replacements:
+            text, count = re.subn(pattern, lambda _match, value=replacement: value, text, flags=re.MULTILINE)
+            if count != 1:
+                raise AssertionError(f"deploy/nginx.conf: expected `{pattern}` exactly once, found it {count} times")
+        return text
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def http_url(self, path: str) -> str:
+        return f"{self.origin}{path}"
+
+    def ws_url(self, slug: str, json: bool = False) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/feeds/{slug}/" + ("?format=json" if json else "")
+
+    def start(self, timeout: float = 10) -> None:
+        """Start nginx in the foreground (a child process) and wait until it accepts connections."""
+        binary = nginx_binary()
+        if binary is None:
+            raise AssertionError("nginx is not installed (scripts/ensure-test-services installs it)")
+        self._spawn([binary, "-e", "stderr", "-p", f"{self.prefix}/", "-c", str(self.conf_path), "-g", "daemon off;"])
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 10) -> None:
+        def accepts() -> bool:
+            if not self.running:
+                raise AssertionError(f"nginx exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(accepts, timeout, f"nginx on port {self.port}\n{self.log()}", interval=0.05)
+
+    def access_log(self) -> str:
+        """Return the access log: one line per request, `upstream=` naming the instances tried."""
+        try:
+            return self.access_log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def access_offset(self) -> int:
+        """Return the access log's length now, for answered_by(instance, since=...)."""
+        return len(self.access_log())
+
+    def answered_by(self, instance: DaphneInstance, since: int) -> bool:
+        """Return whether a request logged after access_offset() `since` got an answer below 500 from `instance`."""
+        pattern = re.compile(rf'" (\d{{3}}) \d+ upstream=(?:\S+, )*127\.0\.0\.1:{instance.port} ')
+        return any(int(match.group(1)) < 500 for match in pattern.finditer(self.access_log()[since:]))
+
+    def log(self, tail: int = 6000) -> str:
+        """Return the end of the error log (stderr) and of the access log."""
+        return f"{super().log(tail)}\n--- access log:\n{self.access_log()[-tail:]}"
+
+    def close_log(self) -> None:
+        super().close_log()
+        import shutil
+
+        shutil.rmtree(self.prefix, ignore_errors=True)
 
 
 def post_comment(

@@ -157,6 +157,7 @@ class FeedPageTests(TestCase):
                 "/static/vendor/htmx-ext-ws-2.0.4.min.js",
                 "/static/js/feed.js",
                 "/static/js/people.js",
+                "/static/js/post_retry.js",
             ],
         )
         self.assertTrue(all("defer" in s for s in scripts))
