@@ -345,6 +345,8 @@ class KeyboardTests(BrowserAccessibilityTestCase):
         self.browser.wait_for(lambda: BLANK_BODY_ERROR in page.field_errors(BODY_FIELD), message="the blank-body error")
         self.assertEqual(self.focused(), "#id_body", "focus did not move to the field in error")
         self.assertEqual(page.find(BODY_FIELD).get_attribute("aria-invalid"), "true")
+        described_by = page.find(BODY_FIELD).get_attribute("aria-describedby")
+        self.assertIn(BLANK_BODY_ERROR, self.browser.js("return document.getElementById(arguments[0]).textContent", described_by))
         actions.send_keys("a body typed at the keyboard").key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
         page.wait_body("a body typed at the keyboard")
         self.browser.wait_for(lambda: page.field_value(BODY_FIELD) == "", message="the form to clear")
