@@ -53,6 +53,9 @@ _CHROMIUM_FLAGS = [
     "--disable-background-timer-throttling",
     "--disable-backgrounding-occluded-windows",
     "--disable-renderer-backgrounding",
+    # Keyboard scrolling jumps instead of animating: a key pressed during an animation
+    # must not be folded into it (tests.test_accessibility presses Home, then an arrow).
+    "--disable-smooth-scrolling",
 ]
 
 

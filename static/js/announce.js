@@ -52,7 +52,7 @@
       entry.spokenAt = performance.now();
       entry.spoken = latest;
       speak(latest);
-    }, Math.max(0, entry.spokenAt + every - now));
+    }, Math.max(0, Math.ceil(entry.spokenAt + every - now))); // setTimeout drops fractions
   }
 
   window.LiveFeed = window.LiveFeed || {};
