@@ -9,7 +9,7 @@ TESTS ?=
 # Local development defaults; production sets DEBUG=0 and real values (see README).
 export DEBUG ?= 1
 
-.PHONY: run test install
+.PHONY: run test install screenshot
 
 install: $(VENV)/.installed
 
@@ -32,3 +32,9 @@ run: install
 test: install
 	scripts/ensure-test-services
 	$(PY) manage.py test --noinput $(TESTS)
+
+# The README's picture, docs/screenshots/live-feed.png: the app on a throwaway SQLite database,
+# a few comments posted, headless Chromium (scripts/screenshot.py). Run it when the page changes.
+screenshot: install
+	scripts/ensure-test-services
+	$(PY) scripts/screenshot.py

@@ -6,11 +6,13 @@ given to Selenium by path, and Selenium Manager is told to stay offline.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+import time
 import unittest
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,9 @@ from django.conf import settings
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 SCREENSHOT_DIR = Path(settings.BASE_DIR) / "var" / "test-screenshots"
+# axe-core, pinned in tests/package.json and installed by scripts/ensure-test-services (npm ci).
+AXE_SCRIPT = Path(settings.BASE_DIR) / "tests" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_BLOCKING_IMPACTS = ("serious", "critical")
 WINDOW_SIZE = (1100, 900)
 
 # Generous enough for a loaded 2-core machine; the tests' own limits (e.g. "within 2 s")
@@ -48,6 +53,9 @@ _CHROMIUM_FLAGS = [
     "--disable-background-timer-throttling",
     "--disable-backgrounding-occluded-windows",
     "--disable-renderer-backgrounding",
+    # Keyboard scrolling jumps instead of animating: a key pressed during an animation
+    # must not be folded into it (tests.test_accessibility presses Home, then an arrow).
+    "--disable-smooth-scrolling",
 ]
 
 
@@ -57,6 +65,16 @@ def require_browser() -> None:
     if not missing:
         return
     message = f"browser tests need {', '.join(missing)} (apt-get install chromium chromium-driver)"
+    if os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError(message)
+    raise unittest.SkipTest(message)
+
+
+def require_axe() -> None:
+    """Skip the calling test class when axe-core is not installed; under CI, fail instead."""
+    if AXE_SCRIPT.is_file():
+        return
+    message = f"accessibility audits need {AXE_SCRIPT} (scripts/ensure-test-services runs npm ci in tests/)"
     if os.environ.get("CI", "").lower() == "true":
         raise RuntimeError(message)
     raise unittest.SkipTest(message)
@@ -148,10 +166,128 @@ class Browser:
     def page_has_mark(self, token: str) -> bool:
         return self.js("return window.__livefeedMark === arguments[0]", token)
 
+    # --- the accessibility tree (Chromium's, through the DevTools protocol) -------------------
+
+    def ax_tree(self) -> list[dict[str, Any]]:
+        """Return Chromium's full accessibility tree of the page: its nodes, as CDP gives them."""
+        return self.driver.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+
+    def ax_node(self, css: str) -> dict[str, Any] | None:
+        """Return the accessibility node of the first element matching `css`, or None."""
+        found = self.driver.execute_cdp_cmd(
+            "Runtime.evaluate", {"expression": f"document.querySelector({json.dumps(css)})"}
+        )
+        object_id = found["result"].get("objectId")
+        if not object_id:
+            return None
+        nodes = self.driver.execute_cdp_cmd(
+            "Accessibility.getPartialAXTree", {"objectId": object_id, "fetchRelatives": False}
+        )["nodes"]
+        return nodes[0] if nodes else None
+
     def screenshot(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(path))
         return path
+
+
+# --- the feed page -----------------------------------------------------------------------
+
+# The page's markup (templates/feed/page.html, static/js/feed.js) as the tests rely on it.
+COMMENTS = "#comments"
+STATE = "#connection-state"
+FORM = "form#comment-form"
+AUTHOR_FIELD = f"{FORM} [name='author']"
+BODY_FIELD = f"{FORM} [name='body']"
+SUBMIT = f"{FORM} [type='submit']"
+# Messages of feed.services.comment_validate, shown next to the field.
+BLANK_BODY_ERROR = "Write something first."
+LONG_BODY_ERROR = "Use at most 2000 characters"
+
+RECONNECT_WAIT = 45.0  # the ws extension backs off (randomly, up to 2^n s) between attempts
+
+
+class FeedPage:
+    """One browser looking at one feed page on one instance."""
+
+    def __init__(self, browser: Browser, instance, slug: str) -> None:
+        self.browser = browser
+        self.instance = instance
+        self.slug = slug
+        self.url = instance.http_url(f"/feeds/{slug}/")
+
+    def open(self, *, live: bool = True, keep_console: bool = False) -> "FeedPage":
+        """Load the page (waiting until it is live); drain the console log unless `keep_console`."""
+        self.browser.driver.get(self.url)
+        if not keep_console:
+            self.browser.console_errors()
+        if live:
+            self.wait_state("live")
+        return self
+
+    def find(self, css: str):
+        return self.browser.driver.find_element("css selector", css)
+
+    def state(self) -> str:
+        """Return the connection state the page shows: its data-state, if the visible text says the same."""
+        element = self.find(STATE)
+        state, text = element.get_attribute("data-state"), element.text.strip().lower()
+        return state if text.startswith(state) else f"{state} (text {text!r})"
+
+    def wait_state(self, state: str, timeout: float = WAIT) -> None:
+        self.browser.wait_for(
+            lambda: self.state() == state, timeout=timeout,
+            message=f"{self.instance.name} page to show {state!r} (shows {self.state()!r})",
+        )
+
+    def post(self, body: str, author: str = "Ada") -> float:
+        """Fill in and submit the form; return time.monotonic() at the click."""
+        self.fill(author=author, body=body)
+        submit = self.find(SUBMIT)
+        started = time.monotonic()
+        submit.click()
+        return started
+
+    def fill(self, *, author: str | None = None, body: str | None = None) -> None:
+        for css, value in ((AUTHOR_FIELD, author), (BODY_FIELD, body)):
+            if value is None:
+                continue
+            field = self.find(css)
+            field.clear()
+            field.send_keys(value)
+
+    def field_value(self, css: str) -> str:
+        return self.find(css).get_property("value")
+
+    def wait_comment(self, comment: Any, timeout: float = WAIT) -> float:
+        """Wait until the comment is on the page; return time.monotonic() when it was seen."""
+        self.browser.wait_for(
+            lambda: self.browser.count_of(comment.pk) > 0, timeout=timeout,
+            message=f"comment {comment.seq} on the {self.instance.name} page (seqs {self.browser.seqs()})",
+        )
+        return time.monotonic()
+
+    def wait_body(self, body: str, timeout: float = WAIT) -> dict:
+        """Wait until a comment with this body text is on the page; return it."""
+
+        def shown():
+            return next((c for c in self.browser.comments() if c["body"] == body), None)
+
+        return self.browser.wait_for(shown, timeout=timeout, message=f"a comment {body!r} on the {self.instance.name} page")
+
+    def wait_seqs(self, expected: list[int], timeout: float = WAIT) -> None:
+        self.browser.wait_for(
+            lambda: self.browser.seqs() == expected, timeout=timeout,
+            message=f"seqs {expected} on the {self.instance.name} page (shows {self.browser.seqs()})",
+        )
+
+    def field_errors(self, css: str) -> str:
+        """Return the error text shown with a field: in the same block as the field, not elsewhere."""
+        return self.browser.js(
+            "return Array.from(arguments[0].parentElement.querySelectorAll('.field-error')).map(e => e.innerText).join(' ')",
+            self.find(css),
+        )
+
 
 
 def screenshot_path(test: unittest.TestCase, suffix: str = "") -> Path:
@@ -191,3 +327,71 @@ class ScreenshotOnFailureMixin:
         for path in saved:
             print(f"\nscreenshot saved: {path}", file=sys.stderr)
         return saved
+
+
+def ax_value(node: dict[str, Any] | None, field: str) -> Any:
+    """Return a CDP accessibility node's `role` or `name` value, or the value of one of its properties."""
+    if node is None:
+        return None
+    if field in ("role", "name"):
+        return (node.get(field) or {}).get("value")
+    for prop in node.get("properties", []):
+        if prop["name"] == field:
+            return prop["value"].get("value")
+    return None
+
+
+# --- axe-core ---------------------------------------------------------------------------------
+
+_AXE_RUN = """
+const [context, options, done] = arguments;
+window.axe.run(context || document, options).then(
+  (results) => done({
+    url: results.url,
+    violations: results.violations.map((rule) => ({
+      id: rule.id, impact: rule.impact, help: rule.help, helpUrl: rule.helpUrl,
+      nodes: rule.nodes.map((node) => ({target: node.target, impact: node.impact, summary: node.failureSummary})),
+    })),
+  }),
+  (error) => done({error: String(error && error.stack || error)}),
+);
+"""
+
+
+def _driver_of(browser_or_driver: Any) -> Any:
+    return getattr(browser_or_driver, "driver", browser_or_driver)
+
+
+def axe_run(browser_or_driver: Any, *, include: str | None = None) -> dict[str, Any]:
+    """Run axe-core on the page (or on the part `include` selects); return its url and violations.
+
+    axe is injected with Selenium's execute_script, which the page's Content-Security-Policy
+    does not govern (it forbids the page's own inline scripts, not the driver's).
+    """
+    driver = _driver_of(browser_or_driver)
+    if not driver.execute_script("return typeof window.axe === 'object' && typeof window.axe.run === 'function'"):
+        driver.execute_script(AXE_SCRIPT.read_text(encoding="utf-8"))
+    driver.set_script_timeout(WAIT * 2)
+    results = driver.execute_async_script(_AXE_RUN, include, {"resultTypes": ["violations"]})
+    if "error" in results:
+        raise AssertionError(f"axe.run failed: {results['error']}")
+    return results
+
+
+def assert_no_serious_axe_violations(browser_or_driver: Any, context: str, *, include: str | None = None) -> dict[str, Any]:
+    """Audit the page with axe-core; fail listing every serious or critical violation.
+
+    `context` says which page and state this is, for the failure message ("empty live feed");
+    `include` limits the audit to the elements a CSS selector matches. Return axe's results.
+    """
+    results = axe_run(browser_or_driver, include=include)
+    blocking = [rule for rule in results["violations"] if rule["impact"] in AXE_BLOCKING_IMPACTS]
+    if blocking:
+        lines = [f"axe-core: {len(blocking)} serious or critical violation(s) on {context} ({results['url']}):"]
+        for rule in blocking:
+            lines.append(f"- {rule['id']} ({rule['impact']}): {rule['help']} <{rule['helpUrl']}>")
+            for node in rule["nodes"]:
+                summary = " ".join((node["summary"] or "").split())
+                lines.append(f"    {', '.join(map(str, node['target']))}: {summary}")
+        raise AssertionError("\n".join(lines))
+    return results

@@ -155,6 +155,7 @@ class FeedPageTests(TestCase):
             [
                 "/static/vendor/htmx-2.0.11.min.js",
                 "/static/vendor/htmx-ext-ws-2.0.4.min.js",
+                "/static/js/announce.js",
                 "/static/js/feed.js",
                 "/static/js/people.js",
                 "/static/js/post_retry.js",
