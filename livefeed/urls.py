@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+# /healthz, /readyz and /metrics are answered by livefeed.health.ProbeMiddleware, before the
+# HTTPS redirect and the host check.
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("ops/", include("ops.urls")),
     path("", include("feed.urls")),
 ]

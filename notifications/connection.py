@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from notifications import live_metrics
 from notifications.frames import CLOSE_TRY_AGAIN_LATER, MAX_RESUMES, RESUME_WINDOW
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ MAX_OUTBOX_FRAMES = 1000
 class FeedEvent:
     """A comment event as every reader receives it: seq and both frames, rendered once."""
 
-    __slots__ = ("feed_id", "seq", "html", "json", "from_db", "_prepared")
+    __slots__ = ("feed_id", "seq", "html", "json", "from_db", "committed_at", "_prepared")
 
     def __init__(self, *, feed_id: int, seq: int, html: str, json: str, from_db: bool = False) -> None:
         self.feed_id = feed_id
@@ -36,6 +37,7 @@ class FeedEvent:
         self.html = html
         self.json = json
         self.from_db = from_db  # read from the database (fill, replay), not received live
+        self.committed_at: float | None = None  # time.time() of the commit, for live events (metrics)
         self._prepared: list[Any] | None = None
 
     @classmethod
@@ -46,7 +48,10 @@ class FeedEvent:
             return None
         if not isinstance(html, str) or not isinstance(json_text, str):
             return None
-        return cls(feed_id=feed_id, seq=seq, html=html, json=json_text)
+        event = cls(feed_id=feed_id, seq=seq, html=html, json=json_text)
+        committed_at = message.get("committed_at")
+        event.committed_at = committed_at if type(committed_at) is float else None
+        return event
 
     def text(self, json_mode: bool) -> str:
         return self.json if json_mode else self.html
@@ -204,6 +209,7 @@ class Connection:
         self.sent_seq = event.seq
         if len(self._outbox) > MAX_OUTBOX_FRAMES:
             self.close(CLOSE_TRY_AGAIN_LATER)
+            live_metrics.slow_reader_closed()
         elif self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush())
 
@@ -247,6 +253,7 @@ class Connection:
         if pending > self._conf.slow_reader_max_bytes:
             logger.info("Closing a slow reader of feed %s: %d bytes unsent", self.feed_id, pending)
             self.close(CLOSE_TRY_AGAIN_LATER)
+            live_metrics.slow_reader_closed()
         elif pending > self._conf.slow_reader_soft_bytes:
             if self.backed_up_since is None:
                 self.backed_up_since = time.monotonic()
@@ -273,6 +280,7 @@ class Connection:
         while not self.closed and self.backlog() > soft:
             if time.monotonic() > deadline:
                 self.close(CLOSE_TRY_AGAIN_LATER)
+                live_metrics.slow_reader_closed()
                 break
             await asyncio.sleep(0.02)
         return not self.closed

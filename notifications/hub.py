@@ -35,6 +35,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from notifications import live_metrics
 from notifications.conf import LiveSettings, live_settings
 from notifications.connection import Connection, EventBatch, FeedEvent
 from notifications.events import comment_created_event, feed_group_name
@@ -175,6 +176,7 @@ class FeedHub:
         conn.sent_seq = after
         conn.backed_up_since = None
         conn.catch_up = asyncio.ensure_future(self._catch_up(state, conn))
+        live_metrics.replayed()
 
     def connections(self) -> list[Connection]:
         return [conn for state in self.feeds.values() for conn in state.members]
@@ -213,6 +215,7 @@ class FeedHub:
                         conn.sent_seq = max(conn.sent_seq, state.cursor)
                         continue
                 conn.write_batch(EventBatch(events))
+                live_metrics.replay_frames(len(events))
                 if not await conn.drained():
                     return
         except asyncio.CancelledError:
@@ -315,6 +318,7 @@ class FeedHub:
             batch = EventBatch(events)
             for conn in tuple(state.live):
                 conn.write_batch(batch)
+        live_metrics.delivered(events, len(state.live))
         state.delivered_at = time.monotonic()
 
     # --- filling from the database -------------------------------------------------------
@@ -494,6 +498,7 @@ class FeedHub:
             if conn.is_stalled(now):
                 logger.info("Closing a reader of feed %s that stopped reading", conn.feed_id)
                 conn.close(CLOSE_TRY_AGAIN_LATER)
+                live_metrics.slow_reader_closed()
         opened = [state for state in self.feeds.values() if state.cursor is not None]
         if opened:
             last_seqs = await load_last_seqs([state.feed_id for state in opened])
