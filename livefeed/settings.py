@@ -101,6 +101,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "livefeed.urls"
+# Django's runner, with log output in a file and skip reasons listed (livefeed/test_runner.py).
+TEST_RUNNER = "livefeed.test_runner.LiveFeedTestRunner"
 WSGI_APPLICATION = "livefeed.wsgi.application"
 ASGI_APPLICATION = "livefeed.asgi.application"
 
