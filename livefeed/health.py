@@ -106,11 +106,11 @@ def metrics_allowed(remote_addr: str) -> bool:
 def _metrics_response(request: HttpRequest) -> HttpResponse:
     if not metrics_allowed(request.META.get("REMOTE_ADDR", "")):
         return HttpResponse("Forbidden: /metrics is served to METRICS_ALLOWED_CIDRS only.\n", status=403, content_type="text/plain")
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+    from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, generate_latest
 
     import notifications.live_metrics  # noqa: F401  (its labelled series show from 0)
 
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4, headers={"Cache-Control": "no-store"})
 
 
 class ProbeMiddleware:
