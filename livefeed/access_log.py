@@ -7,16 +7,23 @@ the log. daphne writes its access log (``--access-log``) through
 """
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
+
+from django.conf import settings
 
 from livefeed.logging import PROBE_PATHS
 
 _WRAPPED = "_livefeed_quiet_probes"
+access_logger = logging.getLogger("daphne.access")
 
 
 def quiet_probes_in_access_log() -> None:
-    """Make daphne's access log skip requests for the probe paths. Idempotent; needs daphne loaded."""
+    """Make daphne's access log skip the probe paths, and go through logging with LOG_FORMAT=json.
+
+    Idempotent; does nothing unless daphne's CLI is loaded.
+    """
     access = sys.modules.get("daphne.access")
     if access is None:
         return
@@ -32,3 +39,9 @@ def quiet_probes_in_access_log() -> None:
 
     setattr(__call__, _WRAPPED, True)
     generator.__call__ = __call__
+    if settings.LOG_FORMAT == "json":
+        # One JSON object per line on every stream: access lines become log records.
+        def write_entry(self: Any, host: str, date: Any, request: str, status: Any = None, length: Any = None, ident: Any = None, user: Any = None) -> None:
+            access_logger.info('%s "%s" %s %s', host, request, status or "-", length or "-")
+
+        generator.write_entry = write_entry

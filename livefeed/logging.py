@@ -12,11 +12,16 @@ PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 class RequestIdFilter(logging.Filter):
-    """Add ``request_id`` (the current request's id, or "-") to every record."""
+    """Add ``request_id`` (the current request's id, or "-") to every record.
+
+    ``django.request`` logs a 4xx/5xx answer after the middleware has returned, with the
+    request in ``extra``: its id is read from there.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = current_request_id() or "-"
+            from_request = getattr(getattr(record, "request", None), "request_id", None)
+            record.request_id = from_request or current_request_id() or "-"
         return True
 
 

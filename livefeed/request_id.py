@@ -61,7 +61,7 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if iscoroutinefunction(self):
             return self._acall(request)
-        request_id = request_id_for(request)
+        request_id = request.request_id = request_id_for(request)  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         try:
             response = self.get_response(request)
@@ -71,7 +71,7 @@ class RequestIdMiddleware:
         return response
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        request_id = request_id_for(request)
+        request_id = request.request_id = request_id_for(request)  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         try:
             response = await self.get_response(request)

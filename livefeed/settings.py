@@ -308,5 +308,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # runserver's access log; daphne's own (--access-log) skips the probes too (livefeed/access_log.py).
-    "loggers": {"django.channels.server": {"level": "WARNING", "filters": ["no_probes"]}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING", "filters": ["no_probes"]},
+        # Django's own console handler (DEBUG only) would print django.* records a second time.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+    },
 }
