@@ -108,3 +108,29 @@ class LiveMetricsTests(MultiInstanceTestCase):
         Feed.objects.filter(pk=feed.pk).update(last_seq=3)
         reader.wait_for_seq(3, timeout=20)
         self.assertEqual(metric(self.scrape(a), "livefeed_db_fills_total", stream="feed") - before, 3)
+
+
+class SlowReaderMetricsTests(MultiInstanceTestCase):
+    """A reader that stops reading is closed with 1013, and the close is counted."""
+
+    instance_count = 1
+    # 1 s instead of 10 s backed up: the close comes after fewer posts (the byte limit still applies).
+    instance_env = {"WS_SLOW_READER_TIMEOUT": "1"}
+
+    def test_a_slow_reader_close_is_counted(self):
+        (a,) = self.instances
+        self.make_feed("slow")
+        stalled = self.stalled_reader(a, "slow")
+        before = metric(get(a.http_url("/metrics"))[1].decode(), "livefeed_slow_reader_closes_total") or 0
+        body = lambda poster, index: f"{poster}-{index} " + "&" * 1980  # noqa: E731  (~10 KB HTML frames)
+
+        def closes():
+            return metric(get(a.http_url("/metrics"))[1].decode(), "livefeed_slow_reader_closes_total") - before
+
+        posted = 0
+        while closes() < 1 and posted < 1200:
+            self.post_many([(a, 20)], "slow", body=body)
+            posted += 20
+        self.assertEqual(closes(), 1, f"after {posted} posts\n{self.diagnostics()}")
+        seqs, code = stalled.drain(timeout=20)
+        self.assertEqual(code, 1013)
