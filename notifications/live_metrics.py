@@ -20,6 +20,10 @@ _FEED_DB_FILLS = metrics.DB_FILLS_TOTAL.labels("feed")
 _FEED_REPLAYS = metrics.REPLAYS_TOTAL.labels("feed")
 _DELIVERY = metrics.DELIVERY_SECONDS
 
+# Close codes get a series each; any other code a client sends is "other", so clients cannot
+# make up thousands of series.
+KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1005, 1006, 1011, 1012, 1013, 4400, 4401, 4413, 4429})
+
 # The attribute a consumer carries while its connection is counted as open.
 _OPEN_STREAM = "_live_metrics_stream"
 
@@ -38,7 +42,8 @@ def ws_closed(consumer: Any, code: int | None) -> None:
         return
     setattr(consumer, _OPEN_STREAM, None)
     _CONNECTIONS[stream].dec()
-    metrics.WS_CLOSED_TOTAL.labels(str(code if code is not None else 1006)).inc()
+    code = 1006 if code is None else code
+    metrics.WS_CLOSED_TOTAL.labels(str(code) if code in KNOWN_CLOSE_CODES else "other").inc()
 
 
 def delivered(events: Sequence[Any], readers: int) -> None:

@@ -134,3 +134,28 @@ class SlowReaderMetricsTests(MultiInstanceTestCase):
         self.assertEqual(closes(), 1, f"after {posted} posts\n{self.diagnostics()}")
         seqs, code = stalled.drain(timeout=20)
         self.assertEqual(code, 1013)
+
+
+class CloseCodeLabelTests(SimpleTestCase):
+    def test_unknown_close_codes_share_one_series(self):
+        """A client choosing close codes cannot create a series per code."""
+        from livefeed.metrics import WS_CLOSED_TOTAL
+        from notifications import live_metrics
+
+        class Consumer:
+            pass
+
+        before = WS_CLOSED_TOTAL.labels("other")._value.get()
+        for code in (3000, 4999, 4123):
+            consumer = Consumer()
+            live_metrics.ws_opened(consumer, "feed")
+            live_metrics.ws_closed(consumer, code)
+            live_metrics.ws_closed(consumer, code)  # counted once
+        self.assertEqual(WS_CLOSED_TOTAL.labels("other")._value.get() - before, 3)
+        self.assertNotIn('code="4123"', generate_latest_text())
+
+
+def generate_latest_text():
+    from prometheus_client import generate_latest
+
+    return generate_latest().decode()
