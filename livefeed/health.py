@@ -29,12 +29,14 @@ _DB_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readyz-db")
 
 
 def _ping_database() -> None:
+    # A fresh connection each time (closed after): the check proves the database accepts
+    # connections, and the probe threads hold none between checks.
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     finally:
-        connection.close_if_unusable_or_obsolete()
+        connection.close()
 
 
 def redis_urls() -> list[str]:
