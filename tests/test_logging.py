@@ -101,3 +101,34 @@ class StartupSummaryTests(SimpleTestCase):
             redis_hosts("redis://user:secret@cache-1:6380/1, rediss://:pw@[2001:db8::1]/0"),
             ["redis://cache-1:6380/1", "rediss://[2001:db8::1]:6379/0"],
         )
+
+
+class RunnerOutputTests(SimpleTestCase):
+    """`manage.py test` keeps log output off the console and says why tests were skipped."""
+
+    def test_logs_go_to_a_file_and_skip_reasons_are_listed(self):
+        import os
+        import re
+        import subprocess
+        import sys
+
+        from django.conf import settings
+
+        result = subprocess.run(
+            [sys.executable, "manage.py", "test", "tests.runner_fixture"],
+            cwd=settings.BASE_DIR,
+            env={**os.environ, "DEBUG": "1", "ENV_FILE": ""},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("Injected fault", output)
+        self.assertIn("tests.runner_fixture.NoisyAndSkippedTests.test_skipped: no frobnicator on this machine", output)
+        log_path = re.search(r"Log output of this run: (\S+)", output).group(1)
+        with open(log_path) as log:
+            text = log.read()
+        self.assertIn("Injected fault", text)
+        self.assertIn("RuntimeError: expected failure injected by the fixture", text)
