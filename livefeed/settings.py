@@ -282,7 +282,7 @@ OPS_HEARTBEAT_INTERVAL = float(os.environ.get("OPS_HEARTBEAT_INTERVAL", "2"))
 # --- Logging -------------------------------------------------------------------
 
 # LOG_FORMAT=json: one JSON object per line (livefeed/logging.py). LOG_FILE: append there
-# instead of stderr (the test runner points it at the run's temporary directory).
+# instead of stderr. (The test runner sends the run's log output to a file of its own.)
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
 LOG_FILE = os.environ.get("LOG_FILE", "")
 if LOG_FORMAT not in {"plain", "json"}:
