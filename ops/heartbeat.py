@@ -90,40 +90,32 @@ class Heartbeat:
 
     def sample(self) -> dict[str, Any]:
         """Take a sample now and return the heartbeat payload."""
+        entry = {
+            "t": time.time(),
+            "connections": _connections(),
+            "comments": _counter(metrics.COMMENTS_CREATED_TOTAL),
+            "fills": _counter(metrics.DB_FILLS_TOTAL),
+            "publish_failures": _counter(metrics.PUBLISH_FAILURES_TOTAL),
+            "delivery": _delivery_buckets(),
+        }
         with self.lock:
-            self.samples.append(
-                {
-                    "t": time.time(),
-                    "connections": _connections(),
-                    "comments": _counter(metrics.COMMENTS_CREATED_TOTAL),
-                    "fills": _counter(metrics.DB_FILLS_TOTAL),
-                    "publish_failures": _counter(metrics.PUBLISH_FAILURES_TOTAL),
-                    "delivery": _delivery_buckets(),
-                }
-            )
-            return {
-                "instance": INSTANCE_ID,
-                "started_at": lifecycle.started_at(),
-                "draining": lifecycle.is_draining(),
-                "feeds": readers_per_feed(),
-                "samples": list(self.samples),
-            }
+            self.samples.append(entry)
+        return self._current()
 
     def payload(self) -> dict[str, Any]:
-        """Return the latest heartbeat, sampling first if there is none yet (no thread running)."""
-        with self.lock:
-            empty = not self.samples
-        return self.sample() if empty or _thread is None else self._current()
+        """Return the latest heartbeat; without the thread (tests, commands) sample first."""
+        return self.sample() if _thread is None or not self.samples else self._current()
 
     def _current(self) -> dict[str, Any]:
         with self.lock:
-            return {
-                "instance": INSTANCE_ID,
-                "started_at": lifecycle.started_at(),
-                "draining": lifecycle.is_draining(),
-                "feeds": readers_per_feed(),
-                "samples": list(self.samples),
-            }
+            samples = list(self.samples)
+        return {
+            "instance": INSTANCE_ID,
+            "started_at": lifecycle.started_at(),
+            "draining": lifecycle.is_draining(),
+            "feeds": readers_per_feed(),
+            "samples": samples,
+        }
 
     def beat(self) -> None:
         """Sample, and write the heartbeat to this process's slot (claiming one if needed)."""

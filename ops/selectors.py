@@ -1,6 +1,7 @@
 """What /ops/ shows: the instances' heartbeats from the cache, and one query for the feeds."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,6 +15,8 @@ from django.utils import timezone
 from feed.models import Comment, Feed
 from ops.heartbeat import delivery_bounds, heartbeat, slot_keys
 from ops.sparkline import Sparkline, sparkline
+
+logger = logging.getLogger(__name__)
 
 WINDOW = 60.0  # seconds: "the last minute"
 MAX_FEEDS = 50
@@ -53,15 +56,21 @@ class OpsSummary:
     delivery_p99: float | None  # seconds; None without live deliveries in the window
     gaps_filled: int
     publish_failures: int
+    cache_ok: bool = True
     charts: dict[str, Sparkline | None] = field(default_factory=dict)
 
 
-def heartbeats() -> list[dict[str, Any]]:
-    """Return every live instance's latest heartbeat: this process's own, and the others' from the cache."""
+def heartbeats() -> tuple[list[dict[str, Any]], bool]:
+    """Return every live instance's latest heartbeat (this process's own, the others' from the
+    cache), and whether the cache answered: with Redis away the page shows this process only."""
     own = heartbeat.payload()
-    found = cache.get_many(slot_keys())
+    try:
+        found = cache.get_many(slot_keys())
+    except Exception:
+        logger.warning("Could not read the heartbeats from the cache", exc_info=True)
+        return [own], False
     others = [entry for entry in found.values() if entry.get("instance") != own["instance"]]
-    return sorted([own, *others], key=lambda entry: entry["instance"])
+    return sorted([own, *others], key=lambda entry: entry["instance"]), True
 
 
 def _window(samples: list[dict[str, Any]], now: float) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -147,7 +156,7 @@ def feed_rows(watching: dict[str, int]) -> list[FeedRow]:
 def ops_summary() -> OpsSummary:
     """Return everything /ops/ shows, from the heartbeats and one database query."""
     now = time.time()
-    beats = heartbeats()
+    beats, cache_ok = heartbeats()
     instances, watching = [], {}
     fills = failures = 0.0
     buckets: list[float] = []
@@ -181,6 +190,7 @@ def ops_summary() -> OpsSummary:
         delivery_p99=quantile(buckets, 0.99),
         gaps_filled=int(fills),
         publish_failures=int(failures),
+        cache_ok=cache_ok,
         charts={
             "connections": sparkline(_series(beats, "connections"), label="Open connections over the last minute"),
             "events": sparkline(_series(beats, "comments"), label="Comments per second over the last minute", unit="per second"),

@@ -10,17 +10,24 @@ from tests.harness import MultiInstanceTestCase, wait_until
 from tests.test_health import get
 
 
+def capture_json(test, logger_name):
+    """Return a stream that receives the logger's records as the JSON handler formats them."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    test.addCleanup(logger.removeHandler, handler)
+    return stream
+
+
 class JsonFormatterTests(SimpleTestCase):
     def test_a_record_is_one_json_line_with_time_level_logger_message(self):
-        stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(JsonFormatter())
-        handler.addFilter(RequestIdFilter())
+        stream = capture_json(self, "tests.json")
         logger = logging.getLogger("tests.json")
-        logger.addHandler(handler)
         logger.propagate = False
         self.addCleanup(setattr, logger, "propagate", True)
-        self.addCleanup(logger.removeHandler, handler)
         try:
             raise ValueError("boom\nsecond line")
         except ValueError:
@@ -35,18 +42,8 @@ class JsonFormatterTests(SimpleTestCase):
 
 
 class RequestIdTests(TestCase):
-    def capture(self):
-        stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(JsonFormatter())
-        handler.addFilter(RequestIdFilter())
-        logger = logging.getLogger("django.request")
-        logger.addHandler(handler)
-        self.addCleanup(logger.removeHandler, handler)
-        return stream
-
     def test_each_response_has_a_new_id_and_the_request_logs_carry_it(self):
-        stream = self.capture()
+        stream = capture_json(self, "django.request")
         first = self.client.get("/no-such-page/")
         second = self.client.get("/no-such-page/")
         self.assertEqual(first.status_code, 404)

@@ -96,3 +96,9 @@ class OpsAcrossInstancesTests(MultiInstanceTestCase):
         # An instance that dies leaves the page once its heartbeat expires.
         b.kill()
         wait_until(lambda: f":{b.pid}\"" not in page(), 20, "B's heartbeat to expire")
+
+        # With Redis away the page still answers, with this process and a note.
+        self.redis.stop()
+        html = page()
+        self.assertIn("The shared cache (Redis) does not answer", html)
+        self.assertIn("Instances alive (1)", html)
