@@ -30,7 +30,7 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed-run
 
 # A local .env (gitignored) with a generated SECRET_KEY and DEBUG=1, read by the settings, so
 # the README's `.venv/bin/python manage.py ...` commands work outside make too.
-.env:
+.env: | $(VENV)/bin/python
 	@$(PY) -c "import secrets; print('# Written by make run for local use; never used in production.'); print('DEBUG=1'); print('SECRET_KEY=' + secrets.token_urlsafe(50))" > $@
 	@echo "Wrote .env (DEBUG=1 and a generated SECRET_KEY) for local manage.py commands."
 
