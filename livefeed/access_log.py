@@ -41,7 +41,9 @@ def quiet_probes_in_access_log() -> None:
     generator.__call__ = __call__
     if settings.LOG_FORMAT == "json":
         # One JSON object per line on every stream: access lines become log records.
-        def write_entry(self: Any, host: str, date: Any, request: str, status: Any = None, length: Any = None, ident: Any = None, user: Any = None) -> None:
+        def write_entry(
+            self: Any, host: str, date: Any, request: str, status: Any = None, length: Any = None, **_: Any
+        ) -> None:
             access_logger.info('%s "%s" %s %s', host, request, status or "-", length or "-")
 
         generator.write_entry = write_entry

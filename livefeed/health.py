@@ -76,7 +76,9 @@ async def readiness() -> tuple[bool, dict[str, str]]:
     results = await asyncio.gather(
         *(asyncio.wait_for(probe, CHECK_TIMEOUT) for probe in probes), return_exceptions=True
     )
-    checks = {name: "ok" if not isinstance(result, BaseException) else _describe(result) for name, result in zip(names, results)}
+    checks = {
+        name: _describe(result) if isinstance(result, BaseException) else "ok" for name, result in zip(names, results)
+    }
     return all(value == "ok" for value in checks.values()), checks
 
 
@@ -107,12 +109,16 @@ def metrics_allowed(remote_addr: str) -> bool:
 
 def _metrics_response(request: HttpRequest) -> HttpResponse:
     if not metrics_allowed(request.META.get("REMOTE_ADDR", "")):
-        return HttpResponse("Forbidden: /metrics is served to METRICS_ALLOWED_CIDRS only.\n", status=403, content_type="text/plain")
+        return HttpResponse(
+            "Forbidden: /metrics is served to METRICS_ALLOWED_CIDRS only.\n", status=403, content_type="text/plain"
+        )
     from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, generate_latest
 
     import notifications.live_metrics  # noqa: F401  (its labelled series show from 0)
 
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4, headers={"Cache-Control": "no-store"})
+    return HttpResponse(
+        generate_latest(REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4, headers={"Cache-Control": "no-store"}
+    )
 
 
 class ProbeMiddleware:

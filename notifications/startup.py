@@ -13,7 +13,10 @@ logger = logging.getLogger("livefeed")
 def announce_configuration() -> None:
     """Log the database, channel layer, Redis hosts and limits in force (never a password)."""
     db = settings.DATABASES["default"]
-    where = db.get("NAME") if db["ENGINE"].endswith("sqlite3") else f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or '-'}/{db.get('NAME')}"
+    if db["ENGINE"].endswith("sqlite3"):
+        where = db.get("NAME")
+    else:
+        where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or '-'}/{db.get('NAME')}"
     logger.info("Database: %s at %s", db["ENGINE"].rsplit(".", 1)[-1], where)
     announce_channel_layer()
     if settings.REDIS_URL:

@@ -116,14 +116,18 @@ def _series(beats: list[dict[str, Any]], metric: str) -> list[float]:
                 p99 = quantile(_bucket_delta(older, newer), 0.99)
                 values.append((p99 or 0.0) * 1000)
             else:
-                values.append(_delta(older, newer, metric) / dt if metric == "comments" else _delta(older, newer, metric))
+                change = _delta(older, newer, metric)
+                values.append(change / dt if metric == "comments" else change)
         per_instance.append(values)
     length = max((len(values) for values in per_instance), default=0)
     combined = [0.0] * length
     for values in per_instance:
         for index, value in enumerate(values):
             position = length - len(values) + index
-            combined[position] = max(combined[position], value) if metric == "delivery_p99" else combined[position] + value
+            if metric == "delivery_p99":  # the slowest instance's p99, not a sum
+                combined[position] = max(combined[position], value)
+            else:
+                combined[position] += value
     return combined
 
 
@@ -193,7 +197,9 @@ def ops_summary() -> OpsSummary:
         cache_ok=cache_ok,
         charts={
             "connections": sparkline(_series(beats, "connections"), label="Open connections over the last minute"),
-            "events": sparkline(_series(beats, "comments"), label="Comments per second over the last minute", unit="per second"),
+            "events": sparkline(
+                _series(beats, "comments"), label="Comments per second over the last minute", unit="per second"
+            ),
             "delivery": sparkline(_series(beats, "delivery_p99"), label="Delivery p99 over the last minute", unit="ms"),
             "fills": sparkline(_series(beats, "fills"), label="Events filled from the database per interval"),
             "failures": sparkline(_series(beats, "publish_failures"), label="Publish failures per interval"),
