@@ -114,7 +114,9 @@ def _metrics_response(request: HttpRequest) -> HttpResponse:
         )
     from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, generate_latest
 
-    import notifications.live_metrics  # noqa: F401  (its labelled series show from 0)
+    from notifications import live_metrics
+
+    live_metrics.bind_labels()
 
     return HttpResponse(
         generate_latest(REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4, headers={"Cache-Control": "no-store"}

@@ -176,7 +176,7 @@ class FeedHub:
         conn.sent_seq = after
         conn.backed_up_since = None
         conn.catch_up = asyncio.ensure_future(self._catch_up(state, conn))
-        live_metrics.replayed()
+        live_metrics.replayed("feed")
 
     def connections(self) -> list[Connection]:
         return [conn for state in self.feeds.values() for conn in state.members]
@@ -215,7 +215,7 @@ class FeedHub:
                         conn.sent_seq = max(conn.sent_seq, state.cursor)
                         continue
                 conn.write_batch(EventBatch(events))
-                live_metrics.replay_frames(len(events))
+                live_metrics.replay_frames(len(events), "feed")
                 if not await conn.drained():
                     return
         except asyncio.CancelledError:
@@ -318,7 +318,7 @@ class FeedHub:
             batch = EventBatch(events)
             for conn in tuple(state.live):
                 conn.write_batch(batch)
-        live_metrics.delivered(events, len(state.live))
+        live_metrics.delivered(events, len(state.live), "feed")
         state.delivered_at = time.monotonic()
 
     # --- filling from the database -------------------------------------------------------
