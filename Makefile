@@ -9,15 +9,30 @@ TESTS ?=
 # Local development defaults; production sets DEBUG=0 and real values (see README).
 export DEBUG ?= 1
 
-.PHONY: run test install screenshot
+.PHONY: run test install install-run screenshot
 
-install: $(VENV)/.installed
+# `make run` needs only the runtime requirements; the tests and the benchmark add
+# requirements-dev.txt. One stamp file each, so each is installed once per change.
+install-run: $(VENV)/.installed-run
+install: $(VENV)/.installed-dev
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed-run
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+# A local .env (gitignored) with a generated SECRET_KEY and DEBUG=1, read by the settings, so
+# the README's `.venv/bin/python manage.py ...` commands work outside make too.
+.env: | $(VENV)/bin/python
+	@$(PY) -c "import secrets; print('# Written by make run for local use; never used in production.'); print('DEBUG=1'); print('SECRET_KEY=' + secrets.token_urlsafe(50))" > $@
+	@echo "Wrote .env (DEBUG=1 and a generated SECRET_KEY) for local manage.py commands."
 
 # A listen backlog of 4096 (Twisted's default is 50), so a reconnect storm is queued rather
 # than dropped by the kernel; the kernel caps it at net.core.somaxconn (see README).
@@ -25,7 +40,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 # MAX_CLIENT_PAYLOAD_BYTES) are refused with 4413 before they are buffered.
 DAPHNE_ARGS := --websocket-max-message-size 5120 --websocket-max-frame-size 5120
 
-run: install
+run: install-run .env
 	$(PY) manage.py migrate --noinput
 	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=4096 $(DAPHNE_ARGS) livefeed.asgi:application
 

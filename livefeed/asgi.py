@@ -1,28 +1,40 @@
 """ASGI entry point: Django for HTTP, the feed consumer for WebSockets."""
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livefeed.settings")
-django_asgi_app = get_asgi_application()
+try:
+    django_asgi_app = get_asgi_application()
+    from livefeed.checks import require_valid_settings
+    from notifications.startup import require_collected_static_files
+
+    require_valid_settings()  # a setting that would switch off a guarantee stops the server here
+    require_collected_static_files()
+except ImproperlyConfigured as exc:
+    # One line for the operator (a missing SECRET_KEY, a bad setting, collectstatic not run), not a traceback.
+    sys.exit(f"Configuration error: {exc}")
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from livefeed.checks import require_valid_settings  # noqa: E402
+from livefeed.access_log import quiet_probes_in_access_log  # noqa: E402
 from livefeed.limits import RequestBodyLimitMiddleware  # noqa: E402
 from livefeed.ws_limits import WebSocketsPerClientLimit, refuse_unrouted  # noqa: E402
 from livefeed.ws_origin import OriginValidator  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 from notifications.server_adapter.daphne import install as install_server_adapter  # noqa: E402
-from notifications.startup import announce_channel_layer, check_server_adapter, require_collected_static_files  # noqa: E402
+from notifications.startup import announce_configuration, check_server_adapter  # noqa: E402
+from ops.heartbeat import start_heartbeat  # noqa: E402
 
-require_valid_settings()  # a setting that would switch off a guarantee stops the server here
-require_collected_static_files()
-announce_channel_layer()
+announce_configuration()  # database, channel layer, Redis hosts, limits
 check_server_adapter()  # the private names the adapter needs exist; loud when one is missing
 install_server_adapter()  # frames straight to the socket, slow readers, SIGTERM drain, request limits
+quiet_probes_in_access_log()
+start_heartbeat()  # this process's entry on /ops/
 
 application = ProtocolTypeRouter(
     {

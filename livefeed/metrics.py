@@ -6,7 +6,9 @@ WebSocket metrics itself: HTTP middleware never sees WebSocket traffic.
 """
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 WS_CONNECTIONS = Gauge(
     "livefeed_ws_connections", "Open WebSocket connections of this process.", ["stream"]
@@ -17,6 +19,29 @@ WS_CONNECTIONS = Gauge(
 WS_CONNECTIONS_TOTAL = Counter(
     "livefeed_ws_connections_total", "WebSocket connections accepted by this process.", ["stream"], registry=None
 )
+
+
+class _SharedFamilyName:
+    """Register a metric whose family name another one already uses.
+
+    A counter's family name drops ``_total``, so ``livefeed_ws_connections_total`` is the family
+    ``livefeed_ws_connections``, the gauge's name, and the registry refuses it (DuplicateTimeseries)
+    although the text format keeps them apart (``livefeed_ws_connections`` and
+    ``livefeed_ws_connections_total``). Describing no names skips that check; /metrics serves the
+    text format only (livefeed/health.py), never OpenMetrics, where the names would clash.
+    """
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        return self.metric.collect()
+
+
+REGISTRY.register(_SharedFamilyName(WS_CONNECTIONS_TOTAL))
 WS_CLOSED_TOTAL = Counter("livefeed_ws_closed_total", "WebSocket connections closed, by close code.", ["code"])
 COMMENTS_CREATED_TOTAL = Counter("livefeed_comments_created_total", "Comments saved through this process.")
 EVENTS_PUBLISHED_TOTAL = Counter(

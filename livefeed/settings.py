@@ -15,6 +15,28 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def load_env_file(path: Path) -> None:
+    """Set the variables of a ``KEY=value`` file (``make run`` writes ``.env``) that the environment lacks."""
+    try:
+        lines = path.read_text().splitlines()
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.removeprefix("export ").split("=", 1))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(key, value)
+
+
+# The real environment wins over the file; ENV_FILE= (empty) reads none.
+_ENV_FILE = os.environ.get("ENV_FILE")
+if _ENV_FILE is None or _ENV_FILE:
+    load_env_file(Path(_ENV_FILE) if _ENV_FILE else BASE_DIR / ".env")
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -47,7 +69,9 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (for a local try-out, `make run` writes one to .env)."
+        )
     SECRET_KEY = "django-insecure-local-development-only-key-not-for-production-use"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
@@ -67,10 +91,15 @@ INSTALLED_APPS = [
     "ninja",
     "feed",
     "notifications",
+    "ops",
     "accounts",
 ]
 
 MIDDLEWARE = [
+    # First: /healthz, /readyz and /metrics are answered before the HTTPS redirect and the
+    # host check (livefeed/health.py).
+    "livefeed.health.ProbeMiddleware",
+    "livefeed.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "livefeed.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -84,6 +113,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "livefeed.urls"
+# Django's runner, with log output in a file and skip reasons listed (livefeed/test_runner.py).
+TEST_RUNNER = "livefeed.test_runner.LiveFeedTestRunner"
 WSGI_APPLICATION = "livefeed.wsgi.application"
 ASGI_APPLICATION = "livefeed.asgi.application"
 
@@ -293,13 +324,46 @@ CONTENT_SECURITY_POLICY = {
 # Request bodies larger than this are refused with 413 (Django reads no further).
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(64 * 1024)))
 
+# --- Operations: metrics, the ops page ------------------------------------------
+
+# Besides loopback clients, the networks that may read /metrics (the Prometheus servers).
+# Never include the load balancer's own address: everyone reaches the app through it.
+METRICS_ALLOWED_CIDRS = env_list("METRICS_ALLOWED_CIDRS", [])
+# How often each process writes its heartbeat (connections, samples) for /ops/.
+OPS_HEARTBEAT_INTERVAL = float(os.environ.get("OPS_HEARTBEAT_INTERVAL", "2"))
+
 # --- Logging -------------------------------------------------------------------
 
+# LOG_FORMAT=json: one JSON object per line (livefeed/logging.py). LOG_FILE: append there
+# instead of stderr. (The test runner sends the run's log output to a file of its own.)
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
+LOG_FILE = os.environ.get("LOG_FILE", "")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_id": {"()": "livefeed.logging.RequestIdFilter"},
+        "no_probes": {"()": "livefeed.logging.ProbeAccessFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+        "json": {"()": "livefeed.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": (
+            {"class": "logging.FileHandler", "filename": LOG_FILE, "delay": True}
+            if LOG_FILE
+            else {"class": "logging.StreamHandler"}
+        )
+        | {"formatter": LOG_FORMAT, "filters": ["request_id"]},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    # runserver's access log; daphne's own (--access-log) skips the probes too (livefeed/access_log.py).
+    "loggers": {
+        "django.channels.server": {"level": "WARNING", "filters": ["no_probes"]},
+        # Django's own console handler (DEBUG only) would print django.* records a second time.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+    },
 }

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from notifications import server_adapter
+from notifications import live_metrics, server_adapter
 from notifications.frames import CLOSE_TRY_AGAIN_LATER, MAX_RESUMES, RESUME_WINDOW
 
 if TYPE_CHECKING:
@@ -30,13 +30,14 @@ MAX_OUTBOX_FRAMES = 1000
 class StreamEvent:
     """An event of a stream as every reader receives it: seq and both frames, rendered once."""
 
-    __slots__ = ("seq", "html", "json", "from_db", "_prepared")
+    __slots__ = ("seq", "html", "json", "from_db", "committed_at", "_prepared")
 
     def __init__(self, *, seq: int, html: str, json: str, from_db: bool = False) -> None:
         self.seq = seq
         self.html = html
         self.json = json
         self.from_db = from_db  # read from the database (fill, replay), not received live
+        self.committed_at: float | None = None  # time.time() of the commit, for live events (metrics)
         self._prepared: list[Any] | None = None
 
     def text(self, json_mode: bool) -> str:
@@ -154,6 +155,7 @@ class Connection:
         self.sent_seq = event.seq
         if len(self._outbox) > MAX_OUTBOX_FRAMES:
             self.close(CLOSE_TRY_AGAIN_LATER)
+            live_metrics.slow_reader_closed()
         elif self._flusher is None:
             self._flusher = asyncio.ensure_future(self._flush())
 
@@ -199,6 +201,7 @@ class Connection:
         if pending > self._conf.slow_reader_max_bytes:
             logger.info("Closing a slow reader of %s: %d bytes unsent", self.stream, pending)
             self.close(CLOSE_TRY_AGAIN_LATER)
+            live_metrics.slow_reader_closed()
         elif pending > self._conf.slow_reader_soft_bytes:
             if self.backed_up_since is None:
                 self.backed_up_since = time.monotonic()
@@ -225,6 +228,7 @@ class Connection:
         while not self.closed and self.backlog() > soft:
             if time.monotonic() > deadline:
                 self.close(CLOSE_TRY_AGAIN_LATER)
+                live_metrics.slow_reader_closed()
                 break
             await asyncio.sleep(0.02)
         return not self.closed

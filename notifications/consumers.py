@@ -20,6 +20,7 @@ from django.http import Http404
 from feed.models import Feed
 from feed.selectors import feed_get
 from feed.services import ReadingNotAllowed, feed_check_can_read
+from notifications import live_metrics
 from notifications.connection import Connection
 from notifications.frames import CLOSE_TOO_MANY_RESUMES, CLOSE_TRY_AGAIN_LATER, BadClientFrame, parse_client_frame
 from notifications.hub import get_hub
@@ -74,6 +75,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
             # Also on cancellation (daphne's shutdown, a stuck close): leave the hub.
             if self.conn is not None:
                 self.conn.release()
+            live_metrics.ws_closed(self, None)  # no disconnect message (cancelled): counted as 1006
             if self.session_watch is not None:
                 self.session_watch.cancel()
 
@@ -114,6 +116,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
             conf=hub.conf,
         )
         await self.accept()
+        live_metrics.ws_opened(self, key)
         if self.conn.protocol is not None:
             forget_handshake(self.conn.protocol)
         try:
@@ -142,5 +145,6 @@ class FeedConsumer(AsyncWebsocketConsumer):
         get_hub().resume(conn, resume.after)
 
     async def disconnect(self, code: int) -> None:
+        live_metrics.ws_closed(self, code)
         if self.conn is not None:
             self.conn.release()

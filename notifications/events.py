@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from feed.models import Comment
@@ -42,6 +43,8 @@ def comment_created_event(comment: Comment) -> dict[str, Any]:
         "seq": comment.seq,
         "json": json.dumps(envelope, ensure_ascii=False, separators=(",", ":")),
         "html": html_frame(render_comment(comment)),
+        # Rendered on commit: the delivery-time metric measures from here to the socket write.
+        "committed_at": time.time(),
     }
 
 

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from notifications import live_metrics
 from notifications.connection import EventBatch
 from notifications.frames import CLOSE_TRY_AGAIN_LATER
 
@@ -90,5 +91,6 @@ def close_stalled(readers: Iterable[Connection], now: float) -> None:
             if conn.is_stalled(now):
                 logger.info("Closing a reader of %s that stopped reading", conn.stream)
                 conn.close(CLOSE_TRY_AGAIN_LATER)
+                live_metrics.slow_reader_closed()
         except Exception:
             drop_failed_reader(conn)

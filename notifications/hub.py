@@ -36,7 +36,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from notifications import replay
+from notifications import live_metrics, replay
 from notifications.backstop import check_streams
 from notifications.conf import LiveSettings, live_settings
 from notifications.connection import Connection, StreamEvent
@@ -213,6 +213,7 @@ class StreamHub:
         if not events:
             return
         fan_out(state.live, events)
+        live_metrics.delivered(events, len(state.live), state.key)
         state.delivered_at = time.monotonic()
         from_db = sum(1 for event in events if event.from_db)
         self.delivered["database"] += from_db

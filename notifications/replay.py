@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from notifications import live_metrics
 from notifications.fanout import send_replay
 from notifications.frames import CLOSE_TRY_AGAIN_LATER
 
@@ -73,6 +74,7 @@ def start_replay(state: StreamState, conn: Connection, after: int) -> None:
     conn.sent_seq = after
     conn.backed_up_since = None
     conn.catch_up = asyncio.ensure_future(catch_up(state, conn))
+    live_metrics.replayed(state.key)
 
 
 async def start_without_resume(state: StreamState, conn: Connection, wait: float = RESUME_WAIT) -> None:
@@ -102,6 +104,7 @@ async def catch_up(state: StreamState, conn: Connection) -> None:
                     continue
             if not send_replay(conn, events):
                 return
+            live_metrics.replay_frames(len(events), state.key)
             if not await conn.drained():
                 return
     except asyncio.CancelledError:

@@ -1,11 +1,51 @@
+"""What a server says about itself at start-up, and what it refuses to start without."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger("livefeed")
+
+
+def announce_configuration() -> None:
+    """Log the database, channel layer, Redis hosts and limits in force (never a password)."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        where = db.get("NAME")
+    else:
+        where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or '-'}/{db.get('NAME')}"
+    logger.info("Database: %s at %s", db["ENGINE"].rsplit(".", 1)[-1], where)
+    announce_channel_layer()
+    if settings.REDIS_URL:
+        logger.info("Redis: %s (channel layer and shared cache)", ", ".join(redis_hosts(settings.REDIS_URL)))
+    live = settings.LIVE_UPDATES
+    logger.info(
+        "Limits: FEED_POST_RATE=%s, DATA_UPLOAD_MAX_MEMORY_SIZE=%d bytes, WS_SLOW_READER_MAX_BYTES=%d, "
+        "WS_SLOW_READER_TIMEOUT=%gs, WS_SHUTDOWN_GRACE=%gs, WS_CHECK_INTERVAL=%gs, WS_SESSION_CHECK_INTERVAL=%gs",
+        settings.FEED_POST_RATE,
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+        live["slow_reader_max_bytes"],
+        live["slow_reader_timeout"],
+        live["shutdown_grace"],
+        live["check_interval"],
+        settings.WS_SESSION_CHECK_INTERVAL,
+    )
+
+
+def redis_hosts(urls: str) -> list[str]:
+    """Return host:port/db of each comma-separated Redis URL, without user names or passwords."""
+    hosts = []
+    for url in (part.strip() for part in urls.split(",")):
+        if not url:
+            continue
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        host = f"[{host}]" if ":" in host else host
+        hosts.append(f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path or ''}")
+    return hosts
 
 
 def announce_channel_layer() -> None:

@@ -47,7 +47,11 @@ def event_from_message(message: dict[str, Any], *, from_db: bool = False) -> Str
     seq, html, json_text = message.get("seq"), message.get("html"), message.get("json")
     if type(seq) is not int or seq < 1 or not isinstance(html, str) or not isinstance(json_text, str):
         return None
-    return StreamEvent(seq=seq, html=html, json=json_text, from_db=from_db)
+    event = StreamEvent(seq=seq, html=html, json=json_text, from_db=from_db)
+    committed_at = message.get("committed_at")
+    if not from_db and type(committed_at) is float:
+        event.committed_at = committed_at  # for the delivery-time metric (notifications.live_metrics)
+    return event
 
 
 def events_from_rows(rows: Iterable[Any], render: Callable[[Any], dict[str, Any]]) -> list[StreamEvent]:

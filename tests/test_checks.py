@@ -135,5 +135,5 @@ class DaphneRefusesBadSettingsTests(SimpleTestCase):
         self.assertNotEqual(code, 0)
         log = instance.log_since(0)
         self.assertRegex(
-            log, r"ImproperlyConfigured: livefeed\.E002: WS_CHECK_INTERVAL \(LIVE_UPDATES\['check_interval'\]\) must be between"
+            log, r"Configuration error: livefeed\.E002: WS_CHECK_INTERVAL \(LIVE_UPDATES\['check_interval'\]\) must be between"
         )
