@@ -13,9 +13,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 WS_CONNECTIONS = Gauge(
     "livefeed_ws_connections", "Open WebSocket connections of this process.", ["stream"]
 )
-# Not registered: a counter named X_total is the family X, which the gauge above already is,
-# and prometheus_client refuses the second at import (DuplicateTimeseries), so no module that
-# imports this one could load. Stop-gap for the failsafe-core branch; the coordinator decides.
+# Registered below through _SharedFamilyName: a counter named X_total is the family X, which
+# the gauge above already is, and the registry would refuse it (DuplicateTimeseries).
 WS_CONNECTIONS_TOTAL = Counter(
     "livefeed_ws_connections_total", "WebSocket connections accepted by this process.", ["stream"], registry=None
 )
