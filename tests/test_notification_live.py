@@ -11,10 +11,17 @@ signed-in poster of its own (rate-limited per user), fewer than 30 posts each.
 import json
 import time
 import urllib.request
+from unittest import mock
 
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import TestCase
+from django.test.utils import CaptureQueriesContext
 
 from feed.auth import api_token_issue
+from feed.models import Feed
+from feed.services import comment_create
+from notifications.context_processors import unread_notifications
 from notifications.models import Notification
 from tests.harness import NO_PROXY, MultiInstanceTestCase, post_comment, sign_in, wait_until
 from tests.test_multi_instance import DEFAULT_POST_RATE, DELIVERY_TIMEOUT, POST_DEADLINE
@@ -185,3 +192,49 @@ class NotificationLiveTests(MultiInstanceTestCase):
         json_on_b = readers[2]
         self.assertEqual(json.loads(json_on_b.read_frames[0]), {"type": "notifications.read", "v": 1, "up_to": 2, "unread": 0})
         self.assertEqual([reader.seqs for reader in readers], [[1, 2]] * 4, "a read sends no notification again")
+
+
+class LiveBadgeMarkupTests(TestCase):
+    """What a page gives notifications.js: the stream element, its resume point, and nothing for guests."""
+
+    def setUp(self):
+        self.feed = Feed.objects.create(slug="talk", title="Talk", allow_anonymous=True)
+        self.ann = User.objects.create_user("ann")
+
+    def test_every_page_of_a_signed_in_user_carries_the_stream_and_its_last_seq(self):
+        """The header has #notification-stream (ws-connect /ws/notifications/, data-last-seq), a polite status region and the script."""
+        self.client.force_login(self.ann)
+        html = self.client.get("/").content.decode()
+        self.assertRegex(html, r'<span id="notification-stream" hidden hx-ext="ws" ws-connect="/ws/notifications/" data-last-seq="0"')
+        self.assertRegex(html, r'id="notification-status"[^>]*role="status" aria-live="polite"')
+        self.assertIn("js/notifications.js", html)
+        comment_create(feed=self.feed, author="Guest", body="hi @ann")
+        comment_create(feed=self.feed, author="Guest", body="again @ann")
+        html = self.client.get("/feeds/talk/").content.decode()
+        self.assertIn('data-last-seq="2"', html)
+        self.assertRegex(html, r'id="notification-badge"[^>]*data-unread="2"')
+
+    def test_the_header_costs_one_query_when_nothing_is_unread(self):
+        """The newest seq and "anything unread?" come from one query; the count only when something is unread."""
+        comment_create(feed=self.feed, author="Guest", body="hi @ann")
+        Notification.objects.update(read=True)
+        context = unread_notifications(mock.Mock(user=self.ann))
+        with CaptureQueriesContext(connection) as queries:
+            self.assertEqual((int(str(context["notification_last_seq"])), int(str(context["notification_unread"]))), (1, 0))
+        self.assertEqual(len(queries), 1)
+
+    def test_guests_get_no_stream_and_no_script(self):
+        """Signed out: no notification socket is opened, no script loaded."""
+        html = self.client.get("/").content.decode()
+        self.assertNotIn("notification-stream", html)
+        self.assertNotIn("js/notifications.js", html)
+
+    def test_the_list_resumes_after_what_it_read_first_and_keeps_a_hidden_mark_read_form(self):
+        """The list page's resume point is its summary's seq; with nothing unread the form is there, hidden, for live arrivals."""
+        self.client.force_login(self.ann)
+        html = self.client.get("/notifications/").content.decode()
+        self.assertRegex(html, r'<form method="post" action="/notifications/read/" class="mark-read" hidden>')
+        comment_create(feed=self.feed, author="Guest", body="hi @ann")
+        html = self.client.get("/notifications/").content.decode()
+        self.assertIn('data-last-seq="1"', html)
+        self.assertIn('<form method="post" action="/notifications/read/" class="mark-read">', html)
