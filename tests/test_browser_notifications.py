@@ -6,14 +6,18 @@ live connection; Ann reads them in a second tab and the first tab's badge clears
 
 Needs Debian's `chromium` and `chromium-driver` (scripts/ensure-test-services) and `redis-server`.
 """
+import json
 import time
+import urllib.request
 
 from django.contrib.auth import get_user_model
 from selenium.webdriver.common.by import By
 
+from feed.auth import api_token_issue
 from feed.models import Comment, Feed
+from feed.services import comment_create
 from tests.browser import Browser, ScreenshotOnFailureMixin, require_browser
-from tests.harness import MultiInstanceTestCase
+from tests.harness import NO_PROXY, MultiInstanceTestCase
 
 User = get_user_model()
 PASSWORD = "a-long-unusual-passphrase-42"
@@ -49,8 +53,8 @@ class NotificationBadgeBrowserTests(ScreenshotOnFailureMixin, MultiInstanceTestC
         super().setUp()
         self.a, self.b = self.instances
         self.feed = Feed.objects.create(slug="talk", title="Talk", allow_anonymous=True)
-        User.objects.create_user("ann", password=PASSWORD)
-        User.objects.create_user("bob", password=PASSWORD)
+        self.ann = User.objects.create_user("ann", password=PASSWORD)
+        self.bob = User.objects.create_user("bob", password=PASSWORD)
 
     def browsers_to_capture(self):
         return {"ann": self.ann_browser, "bob": self.bob_browser}
@@ -70,10 +74,10 @@ class NotificationBadgeBrowserTests(ScreenshotOnFailureMixin, MultiInstanceTestC
     def badge(self, browser):
         return self.find(browser, "#notification-badge").get_attribute("data-unread")
 
-    def wait_notifications_live(self, browser):
+    def wait_notifications_live(self, browser, timeout=25):
         browser.wait_for(
             lambda: self.find(browser, "#notification-stream").get_attribute("data-state") == "live",
-            message="the notification stream to be live",
+            timeout=timeout, message="the notification stream to be live",
         )
 
     def mention(self, text):
@@ -134,3 +138,33 @@ class NotificationBadgeBrowserTests(ScreenshotOnFailureMixin, MultiInstanceTestC
         ann.wait_for(lambda: self.badge(ann) == "0", message="the list tab's badge after its redirect")
         ann.driver.close()
         ann.driver.switch_to.window(first_tab)
+
+    def test_a_tab_that_was_disconnected_during_a_read_shows_the_right_count_after_reconnecting(self):
+        """Ann's tab loses its instance; she reads her notifications elsewhere meanwhile (its
+        notifications.read reaches no socket of hers); once the tab is back, its badge says 0."""
+        ann = self.ann_browser
+        comment_create(feed=self.feed, author="", body="hi @ann", user=self.bob)
+        comment_create(feed=self.feed, author="", body="still there, @ann?", user=self.bob)
+        self.sign_in(ann, self.a, "ann", "/")
+        self.wait_notifications_live(ann)
+        self.assertEqual(self.badge(ann), "2")
+        mark = ann.mark_page()
+        _, token = api_token_issue(user=self.ann, name="elsewhere")
+
+        self.a.kill()
+        ann.wait_for(lambda: self.find(ann, "#notification-stream").get_attribute("data-state") == "reconnecting",
+                     message="the tab to notice")
+        request = urllib.request.Request(
+            self.b.http_url("/api/notifications/read/"), data=json.dumps({"up_to": 2}).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        with NO_PROXY.open(request, timeout=10) as response:
+            self.assertEqual(json.loads(response.read())["unread"], 0)
+        self.assertEqual(self.badge(ann), "2", "nothing could reach the tab")
+        self.a.start()
+        self.a.wait_ready()
+
+        # The extension's jittered backoff may wait up to 10 s before the next attempt.
+        self.wait_notifications_live(ann)
+        ann.wait_for(lambda: self.badge(ann) == "0", timeout=10, message="the badge to show the read")
+        self.assertTrue(ann.page_has_mark(mark), "the tab was reloaded")

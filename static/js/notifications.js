@@ -17,6 +17,8 @@
 
   var ownRetries = 0;
   var openedAt = 0;
+  var everOpened = false;
+  var framesSeen = 0;
   var announced = null;
 
   function stream() {
@@ -99,6 +101,27 @@
     openedAt = Date.now();
     setState("live");
     evt.detail.socketWrapper.send(JSON.stringify({ type: "resume", after: lastSeq() }));
+    // A read while disconnected sent its notifications.read to the sockets open then:
+    // after a reconnect ask for the count once.
+    if (everOpened) refreshCount();
+    everOpened = true;
+  }
+
+  // Take the summary's count unless a frame came in meanwhile (its own count is as fresh) or
+  // the summary is behind the newest notification the page has.
+  function refreshCount() {
+    if (!window.fetch) return;
+    var before = framesSeen;
+    window.fetch("/api/notifications/summary/", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (summary) {
+        var badge = document.getElementById("notification-badge");
+        if (!summary || !badge || framesSeen !== before || summary.last_seq !== lastSeq()) return;
+        badge.setAttribute("data-unread", String(summary.unread));
+        if (badge.firstChild && badge.firstChild.nodeType === 3) badge.firstChild.nodeValue = String(summary.unread);
+        badgeChanged();
+      })
+      .catch(function () { /* the next reconnect asks again */ });
   }
 
   function onClose(evt) {
@@ -121,6 +144,7 @@
   // Drop an item already shown (a resume overlapping the page); on a page without the list
   // swap the badge alone, so htmx does not report the list as a missing target.
   function onBeforeMessage(evt) {
+    framesSeen += 1;
     var content = parse(evt.detail.message);
     if (!content) return;
     var item = content.querySelector("li[data-seq]");
