@@ -10,6 +10,7 @@
   var EXTENSION_RETRIES = [1006, 1011, 1012, 1013];
   // The session (or token) that opened the stream ended: reconnecting would be refused.
   var CLOSE_SESSION_ENDED = 4401;
+  var REFRESH_AFTER_MS = 500;
   var WS_EVENTS = [
     "htmx:wsConnecting", "htmx:wsOpen", "htmx:wsClose", "htmx:wsError",
     "htmx:wsBeforeMessage", "htmx:wsAfterMessage", "htmx:wsBeforeSend", "htmx:wsAfterSend",
@@ -102,8 +103,9 @@
     setState("live");
     evt.detail.socketWrapper.send(JSON.stringify({ type: "resume", after: lastSeq() }));
     // A read while disconnected sent its notifications.read to the sockets open then:
-    // after a reconnect ask for the count once.
-    if (everOpened) refreshCount();
+    // after a reconnect ask for the count once, after the resume's replay (whose frames may
+    // carry counts from before that read) has had time to land.
+    if (everOpened) window.setTimeout(refreshCount, REFRESH_AFTER_MS);
     everOpened = true;
   }
 
