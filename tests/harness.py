@@ -498,8 +498,7 @@ def sign_in(instance: DaphneInstance, username: str, password: str, timeout: flo
     return session
 
 
-def comment_seqs(frame: str | bytes) -> list[int]:
-    """Return the comment seqs a frame carries: a JSON envelope's seq, or HTML articles' data-seq."""
+def _frame_seqs(frame: str | bytes, event_type: str, in_html: re.Pattern[str]) -> list[int]:
     if isinstance(frame, bytes):
         frame = frame.decode(errors="replace")
     text = frame.lstrip()
@@ -508,8 +507,13 @@ def comment_seqs(frame: str | bytes) -> list[int]:
             event = jsonlib.loads(text)
         except ValueError:
             return []
-        return [int(event["seq"])] if event.get("type") == "comment.created" else []
-    return [int(seq) for seq in SEQ_IN_HTML.findall(text)]
+        return [int(event["seq"])] if event.get("type") == event_type else []
+    return [int(seq) for seq in in_html.findall(text)]
+
+
+def comment_seqs(frame: str | bytes) -> list[int]:
+    """Return the comment seqs a frame carries: a JSON envelope's seq, or HTML articles' data-seq."""
+    return _frame_seqs(frame, "comment.created", SEQ_IN_HTML)
 
 
 class FeedReader:
@@ -607,16 +611,7 @@ class FeedReader:
 
 def notification_seqs(frame: str | bytes) -> list[int]:
     """Return the notification seqs a frame carries: a notification.created envelope's seq, or HTML items' data-seq."""
-    if isinstance(frame, bytes):
-        frame = frame.decode(errors="replace")
-    text = frame.lstrip()
-    if text.startswith("{"):
-        try:
-            event = jsonlib.loads(text)
-        except ValueError:
-            return []
-        return [int(event["seq"])] if event.get("type") == "notification.created" else []
-    return [int(seq) for seq in SEQ_IN_NOTIFICATION_HTML.findall(text)]
+    return _frame_seqs(frame, "notification.created", SEQ_IN_NOTIFICATION_HTML)
 
 
 class NotificationReader(FeedReader):
