@@ -207,7 +207,7 @@ class LiveBadgeMarkupTests(TestCase):
         html = self.client.get("/").content.decode()
         self.assertRegex(html, r'<span id="notification-stream" hidden hx-ext="ws" ws-connect="/ws/notifications/" data-last-seq="0"')
         self.assertRegex(html, r'id="notification-status"[^>]*role="status" aria-live="polite"')
-        self.assertIn("js/notifications.js", html)
+        self.assertRegex(html, r'<script src="/static/js/notifications.js" defer></script>')
         comment_create(feed=self.feed, author="Guest", body="hi @ann")
         comment_create(feed=self.feed, author="Guest", body="again @ann")
         html = self.client.get("/feeds/talk/").content.decode()

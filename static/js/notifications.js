@@ -11,6 +11,7 @@
   // The session (or token) that opened the stream ended: reconnecting would be refused.
   var CLOSE_SESSION_ENDED = 4401;
   var REFRESH_AFTER_MS = 500;
+  var ANNOUNCE_EVERY_MS = 1000;
   var WS_EVENTS = [
     "htmx:wsConnecting", "htmx:wsOpen", "htmx:wsClose", "htmx:wsError",
     "htmx:wsBeforeMessage", "htmx:wsAfterMessage", "htmx:wsBeforeSend", "htmx:wsAfterSend",
@@ -50,13 +51,21 @@
     return count > 0 ? count : 0;
   }
 
-  // After the badge changed: announce it once, and keep the notifications page in step.
+  // Politely, through the site's announcer (static/js/announce.js) when the page has it: a
+  // burst of changes (a resume's replay) is spoken once a second at most, the latest count.
+  function announce(text) {
+    if (window.LiveFeed && window.LiveFeed.announce) {
+      window.LiveFeed.announce(text, { key: "notification-count", every: ANNOUNCE_EVERY_MS });
+      return;
+    }
+    var status = document.getElementById("notification-status");
+    if (status) status.textContent = text;
+  }
+
+  // After the badge changed: announce it, and keep the notifications page in step.
   function badgeChanged() {
     var count = unread();
-    var status = document.getElementById("notification-status");
-    if (status && announced !== null && count !== announced) {
-      status.textContent = count === 1 ? "1 unread notification" : count + " unread notifications";
-    }
+    if (announced !== null && count !== announced) announce(count === 1 ? "1 unread notification" : count + " unread notifications");
     announced = count;
     var summary = document.querySelector(".notifications-count");
     if (summary) summary.textContent = count + " unread";
