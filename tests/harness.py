@@ -57,7 +57,8 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
     ``{"type": "resume", "after": n}`` when given), ``seqs`` (comment seqs in arrival order,
     JSON envelopes or HTML ``data-seq``), ``frames``, ``last_seq``, ``close_code``,
     ``closed`` (an Event), ``wait_for_seq(seq, timeout)``, ``wait_closed(timeout)``,
-    ``wait_until(predicate, timeout, what)``, ``close()``.
+    ``wait_until(predicate, timeout, what)``, ``close()``; ``headers`` (a dict) adds handshake
+    headers, ``seqs_of`` (a class attribute) is how a frame's seqs are found.
 
 ``NotificationReader(instance, *, json=True, token=None, session=None)``
     A ``FeedReader`` of one person's ``/ws/notifications/`` (``instance.ws_notifications_url(json)``),
