@@ -257,12 +257,17 @@ def idempotency_key_check(key: str) -> str:
     return key
 
 
-def _fingerprint(*, feed: Feed, author: str, body: str) -> str:
-    request = json.dumps([feed.slug, author, body], ensure_ascii=False)
+def _fingerprint(*, feed: Feed, author: str, body: str, reply_to: int | None = None) -> str:
+    # reply_to is appended only when set, so keys stored before it was part of the
+    # fingerprint still match their retries.
+    parts: list[object] = [feed.slug, author, body] + ([reply_to] if reply_to is not None else [])
+    request = json.dumps(parts, ensure_ascii=False)
     return hashlib.sha256(request.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def idempotent_result_find(*, client: str, key: str, feed: Feed, author: str, body: str) -> PostResult | None:
+def idempotent_result_find(
+    *, client: str, key: str, feed: Feed, author: str, body: str, reply_to: int | None = None
+) -> PostResult | None:
     """Return the stored answer for (client, key) if it has not expired.
 
     Raise IdempotencyKeyReused if the key was first used with another request.
@@ -271,7 +276,7 @@ def idempotent_result_find(*, client: str, key: str, feed: Feed, author: str, bo
     record = IdempotencyKey.objects.filter(client=client, key=key, created_at__gte=cutoff).first()
     if record is None:
         return None
-    if record.fingerprint != _fingerprint(feed=feed, author=author, body=body):
+    if record.fingerprint != _fingerprint(feed=feed, author=author, body=body, reply_to=reply_to):
         raise IdempotencyKeyReused(
             "This Idempotency-Key was already used with a different request; use a new key for a new comment."
         )
@@ -310,7 +315,7 @@ def _comment_insert_once(
             record = IdempotencyKey.objects.create(
                 client=client,
                 key=key,
-                fingerprint=_fingerprint(feed=feed, author=request_author, body=request_body),
+                fingerprint=_fingerprint(feed=feed, author=request_author, body=request_body, reply_to=reply_to),
                 response_status=201,
                 response_body={},
             )
@@ -322,7 +327,9 @@ def _comment_insert_once(
             if _purge_is_due():
                 transaction.on_commit(_purge_expired_keys_quietly)
     except IntegrityError:
-        found = idempotent_result_find(client=client, key=key, feed=feed, author=request_author, body=request_body)
+        found = idempotent_result_find(
+            client=client, key=key, feed=feed, author=request_author, body=request_body, reply_to=reply_to
+        )
         if found is None:
             raise
         return found
@@ -369,7 +376,9 @@ def comment_submit(
     feed_check_can_post(feed=feed, user=user)
     if idempotency_key is not None:
         idempotency_key_check(idempotency_key)
-        found = idempotent_result_find(client=client, key=idempotency_key, feed=feed, author=author, body=body)
+        found = idempotent_result_find(
+            client=client, key=idempotency_key, feed=feed, author=author, body=body, reply_to=reply_to
+        )
         if found is not None:
             return found
     cleaned_author, cleaned_body = comment_validate(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 
 from feed.models import Feed
 from feed.services import ReadingNotAllowed, feed_check_can_read
@@ -98,3 +98,22 @@ def notification_stream_after(*, user_id: int, after_seq: int, limit: int) -> li
 def notification_last_seqs(*, user_ids: list[int]) -> dict[int, int]:
     """Return {user id: seq of their newest notification} for these users (one query; absent: none yet)."""
     return dict(NotificationCounter.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
+
+
+def notification_header_summary(*, user: AbstractBaseUser) -> NotificationSummary:
+    """Return what every page's header shows: the unread count and the newest seq to resume after.
+
+    One query when nothing is unread (the newest seq and whether any is unread, together);
+    the count only when some are. The seq is read first, so a notification saved meanwhile
+    is above it and reaches the page through the live stream.
+    """
+    row = (
+        NotificationCounter.objects.filter(user_id=user.pk)
+        .annotate(any_unread=Exists(Notification.objects.filter(user_id=OuterRef("user_id"), read=False)))
+        .values_list("last_seq", "any_unread")
+        .first()
+    )
+    if row is None:
+        return NotificationSummary(unread=0, last_seq=0)
+    last_seq, any_unread = row
+    return NotificationSummary(unread=notifications_unread_count(user=user) if any_unread else 0, last_seq=last_seq)

@@ -20,6 +20,9 @@ def notification_list(request: HttpRequest) -> HttpResponse:
     context = {
         "notifications": notifications_latest(user=request.user, limit=PAGE_SIZE),
         "summary": summary,
+        # The header's resume point, read before the list: an item saved in between comes
+        # again over the stream and the page drops it as already shown.
+        "notification_last_seq": summary.last_seq,
     }
     return render(request, "notifications/list.html", context)
 

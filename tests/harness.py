@@ -61,13 +61,26 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
     The page's form post without JavaScript: reads the page for its CSRF token, then
     ``POST /feeds/<slug>/comments/`` (redirects are not followed; 303 on success).
 
+``sign_in(instance, username, password) -> str``
+    Signs in through ``/accounts/login/`` (CSRF token from the page, like a browser) and
+    returns the ``sessionid`` cookie's value (sessions are signed with the instances' own
+    ``SECRET_KEY``, so make them through an instance).
+
 ``FeedReader(instance, slug, *, json=True)``
     A real WebSocket client (``websockets``, sync API) of ``/ws/feeds/<slug>/``; a background
     thread collects every frame. ``connect(resume_after=None)`` (sends
     ``{"type": "resume", "after": n}`` when given), ``seqs`` (comment seqs in arrival order,
     JSON envelopes or HTML ``data-seq``), ``frames``, ``last_seq``, ``close_code``,
     ``closed`` (an Event), ``wait_for_seq(seq, timeout)``, ``wait_closed(timeout)``,
-    ``wait_until(predicate, timeout, what)``, ``close()``.
+    ``wait_until(predicate, timeout, what)``, ``close()``; ``headers`` (a dict) adds handshake
+    headers, ``seqs_of`` (a class attribute) is how a frame's seqs are found.
+
+``NotificationReader(instance, *, json=True, token=None, session=None)``
+    A ``FeedReader`` of one person's ``/ws/notifications/`` (``instance.ws_notifications_url(json)``),
+    authenticated by an API token (``Authorization: Bearer``) or a session (the ``sessionid``
+    cookie's value). ``seqs`` are notification seqs (``notification.created`` envelopes or HTML
+    ``<li data-seq>``); ``unread`` lists the badge count of every frame that carries one;
+    ``read_frames`` are the ``notifications.read`` frames. ``notification_seqs(frame)`` parses one.
 
 ``StalledReader(instance, slug)``
     A raw-socket WebSocket client with a tiny receive buffer that sends ``resume`` and then
@@ -79,6 +92,7 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
     ``DaphneInstance`` objects, env from ``instance_env``) once per class, on the test database;
     ``setUp`` restarts whatever a previous test stopped. Helpers: ``make_feed(slug)``,
     ``reader(instance, slug, json=True, resume_after=0)`` (closed at test end),
+    ``notification_reader(instance, json=True, token=None, session=None, resume_after=0)`` (likewise),
     ``stalled_reader(instance, slug)``, ``post(instance, slug, body, author=...)`` (asserts
     201), ``post_many([(instance, count), ...], slug, body=None)`` (one thread per pair),
     ``assertExactlyOnceInOrder(reader_or_seqs, expected)``, ``diagnostics()`` (logs of every
@@ -118,6 +132,8 @@ from websockets.sync.client import ClientConnection, connect
 
 BASE_DIR = Path(settings.BASE_DIR)
 SEQ_IN_HTML = re.compile(r'<article\b[^>]*\bdata-seq="(\d+)"')
+SEQ_IN_NOTIFICATION_HTML = re.compile(r'<li\b[^>]*\bdata-seq="(\d+)"')
+UNREAD_IN_HTML = re.compile(r'id="notification-badge"[^>]*\bdata-unread="(\d+)"')
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # The client message limits every daphne of the project runs with (Makefile DAPHNE_ARGS).
 DAPHNE_LIMITS = ["--websocket-max-message-size", "5120", "--websocket-max-frame-size", "5120"]
@@ -407,6 +423,9 @@ class DaphneInstance(_Process):
     def ws_url(self, slug: str, json: bool = False) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/feeds/{slug}/" + ("?format=json" if json else "")
 
+    def ws_notifications_url(self, json: bool = False) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/notifications/" + ("?format=json" if json else "")
+
     def start(self) -> None:
         """Start daphne on this instance's port (the same one across restarts); see wait_ready."""
         self._spawn(
@@ -588,8 +607,29 @@ def post_form(instance: DaphneInstance, slug: str, *, author: str, body: str, ti
         return error.code, error.headers.get("Location", "")
 
 
-def comment_seqs(frame: str | bytes) -> list[int]:
-    """Return the comment seqs a frame carries: a JSON envelope's seq, or HTML articles' data-seq."""
+def sign_in(instance: DaphneInstance, username: str, password: str, timeout: float = 30) -> str:
+    """Sign in through an instance's /accounts/login/ form like a browser; return the sessionid cookie's value."""
+    import http.cookiejar
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(jar), _NoRedirect)
+    with opener.open(instance.http_url("/accounts/login/"), timeout=timeout) as response:
+        page = response.read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token is not None, "no CSRF token on the sign-in page"
+    data = urllib.parse.urlencode({"csrfmiddlewaretoken": token.group(1), "username": username, "password": password}).encode()
+    request = urllib.request.Request(instance.http_url("/accounts/login/"), data=data, method="POST")
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    session = next((cookie.value for cookie in jar if cookie.name == "sessionid"), None)
+    assert status in (302, 303) and session, f"sign-in of {username} via {instance.name} answered {status}"
+    return session
+
+
+def _frame_seqs(frame: str | bytes, event_type: str, in_html: re.Pattern[str]) -> list[int]:
     if isinstance(frame, bytes):
         frame = frame.decode(errors="replace")
     text = frame.lstrip()
@@ -598,18 +638,27 @@ def comment_seqs(frame: str | bytes) -> list[int]:
             event = jsonlib.loads(text)
         except ValueError:
             return []
-        return [int(event["seq"])] if event.get("type") == "comment.created" else []
-    return [int(seq) for seq in SEQ_IN_HTML.findall(text)]
+        return [int(event["seq"])] if event.get("type") == event_type else []
+    return [int(seq) for seq in in_html.findall(text)]
+
+
+def comment_seqs(frame: str | bytes) -> list[int]:
+    """Return the comment seqs a frame carries: a JSON envelope's seq, or HTML articles' data-seq."""
+    return _frame_seqs(frame, "comment.created", SEQ_IN_HTML)
 
 
 class FeedReader:
     """A WebSocket reader of one feed on one instance; a background thread collects frames."""
+
+    # How a frame's seqs are found; NotificationReader reads notification seqs instead.
+    seqs_of: Callable[[str | bytes], list[int]] = staticmethod(comment_seqs)  # type: ignore[assignment]
 
     def __init__(self, instance: DaphneInstance, slug: str, *, json: bool = True) -> None:
         self.instance = instance
         self.slug = slug
         self.json = json
         self.url = instance.ws_url(slug, json=json)
+        self.headers: dict[str, str] = {}
         self.frames: list[str] = []
         self.seqs: list[int] = []
         self.arrivals: list[float] = []  # time.monotonic() of each seq's arrival
@@ -631,6 +680,7 @@ class FeedReader:
         self._connection = connect(
             self.url, origin=self.instance.origin, open_timeout=timeout, proxy=None,
             compression=None, max_size=None, ping_interval=None, close_timeout=5,
+            additional_headers=self.headers or None,
         )
         if resume_after is not None:
             self.send({"type": "resume", "after": resume_after})
@@ -646,7 +696,7 @@ class FeedReader:
         connection_ = self._connection
         try:
             for frame in connection_:
-                seqs = comment_seqs(frame)
+                seqs = self.seqs_of(frame)
                 now = time.monotonic()
                 with self._changed:
                     self.frames.append(frame if isinstance(frame, str) else frame.decode(errors="replace"))
@@ -688,6 +738,57 @@ class FeedReader:
             self._connection.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def notification_seqs(frame: str | bytes) -> list[int]:
+    """Return the notification seqs a frame carries: a notification.created envelope's seq, or HTML items' data-seq."""
+    return _frame_seqs(frame, "notification.created", SEQ_IN_NOTIFICATION_HTML)
+
+
+class NotificationReader(FeedReader):
+    """A WebSocket reader of one person's ``/ws/notifications/`` on one instance.
+
+    Authenticated by ``token`` (``Authorization: Bearer``) or ``session`` (the ``sessionid``
+    cookie's value); ``seqs`` are notification seqs, ``unread`` the count of each frame that
+    carries one (JSON: ``notifications.read``; HTML: every frame, in its badge).
+    """
+
+    seqs_of = staticmethod(notification_seqs)
+
+    def __init__(
+        self, instance: DaphneInstance, *, json: bool = True, token: str | None = None, session: str | None = None
+    ) -> None:
+        super().__init__(instance, "notifications", json=json)
+        self.url = instance.ws_notifications_url(json=json)
+        if token is not None:
+            self.headers["Authorization"] = f"Bearer {token}"
+        if session is not None:
+            self.headers["Cookie"] = f"sessionid={session}"
+
+    def __repr__(self) -> str:
+        return f"<NotificationReader {self.instance.name} {'json' if self.json else 'html'} last={self.last_seq}>"
+
+    @property
+    def unread(self) -> list[int]:
+        """The unread count of every frame that carries one, in arrival order."""
+        counts = []
+        for frame in self.frames:
+            if frame.lstrip().startswith("{"):
+                event = jsonlib.loads(frame)
+                if "unread" in event:
+                    counts.append(int(event["unread"]))
+            else:
+                counts.extend(int(count) for count in UNREAD_IN_HTML.findall(frame))
+        return counts
+
+    @property
+    def read_frames(self) -> list[str]:
+        """The frames of notifications.read events (JSON type, or HTML with a badge and no item)."""
+        return [
+            frame for frame in self.frames
+            if ('"notifications.read"' in frame if frame.lstrip().startswith("{")
+                else UNREAD_IN_HTML.search(frame) and not SEQ_IN_NOTIFICATION_HTML.search(frame))
+        ]
 
 
 def _summarise(seqs: list[int]) -> str:
@@ -827,7 +928,7 @@ class MultiInstanceTestCase(TransactionTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self._readers: list[FeedReader | StalledReader] = []
+        self._readers: list[FeedReader | StalledReader] = []  # NotificationReader is a FeedReader
         self.addCleanup(self._close_readers)
         if not self.redis.running:
             self.redis.start()
@@ -850,6 +951,15 @@ class MultiInstanceTestCase(TransactionTestCase):
     def reader(self, instance: DaphneInstance, slug: str, *, json: bool = True, resume_after: int | None = 0) -> FeedReader:
         """Return a connected FeedReader that sent resume (after 0 by default); closed at test end."""
         reader = FeedReader(instance, slug, json=json)
+        self._readers.append(reader)
+        return reader.connect(resume_after=resume_after)
+
+    def notification_reader(
+        self, instance: DaphneInstance, *, json: bool = True, token: str | None = None, session: str | None = None,
+        resume_after: int | None = 0,
+    ) -> NotificationReader:
+        """Return a connected NotificationReader (token or session) that sent resume; closed at test end."""
+        reader = NotificationReader(instance, json=json, token=token, session=session)
         self._readers.append(reader)
         return reader.connect(resume_after=resume_after)
 

@@ -62,6 +62,19 @@ class IdempotentSubmitTests(TestCase):
         with self.assertRaises(IdempotencyKeyReused):
             comment_submit(feed=other, author="Ann", body="same", client="ip:198.51.100.1", idempotency_key="key-1")
 
+    def test_the_key_with_another_reply_to_is_refused(self):
+        """reply_to is part of the request: the same key, text and author answering another comment is refused."""
+        first_parent = services.comment_create(feed=self.feed, author="Bo", body="one")
+        other_parent = services.comment_create(feed=self.feed, author="Bo", body="two")
+        submit = dict(feed=self.feed, author="Ann", body="agreed", client="ip:198.51.100.1", idempotency_key="key-r")
+        with self.captureOnCommitCallbacks(execute=True):
+            first = comment_submit(**submit, reply_to=first_parent.pk)
+        self.assertTrue(comment_submit(**submit, reply_to=first_parent.pk).replayed)
+        for reply_to in (other_parent.pk, None):
+            with self.subTest(reply_to=reply_to), self.assertRaises(IdempotencyKeyReused):
+                comment_submit(**submit, reply_to=reply_to)
+        self.assertEqual(list(Comment.objects.filter(body="agreed").values_list("pk", flat=True)), [first.body["id"]])
+
     def test_keys_belong_to_their_client(self):
         """Two clients using the same key string each get their own comment."""
         self.post(client="user:1")
@@ -237,6 +250,21 @@ class IdempotencyKeyApiTests(TestCase):
         self.assertEqual(response.status_code, 422)
         self.assertEqual(response.json()["error"], "idempotency_key_reused")
         self.assertEqual(Comment.objects.count(), 1)
+
+    def test_the_key_with_only_a_different_reply_to_is_a_422(self):
+        """Same key, author and body but another reply_to: 422 idempotency_key_reused, not the first answer."""
+        parents = [self.post(f"parent {index}", key=None).json()["id"] for index in range(2)]
+        send = lambda reply_to: self.client.post(  # noqa: E731
+            "/api/feeds/open/comments/", {"author": "Ann", "body": "me too", "reply_to": reply_to},
+            content_type="application/json", HTTP_IDEMPOTENCY_KEY="key-reply",
+        )
+        first = send(parents[0])
+        self.assertEqual(first.status_code, 201)
+        self.assertEqual(send(parents[0]).json(), first.json())
+        response = send(parents[1])
+        self.assertEqual(response.status_code, 422, response.content)
+        self.assertEqual(response.json()["error"], "idempotency_key_reused")
+        self.assertEqual(Comment.objects.filter(body="me too").count(), 1)
 
     def test_a_malformed_key_is_a_400(self):
         """A key with spaces or over 255 characters is refused before anything is saved."""
