@@ -49,8 +49,8 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
 ``FeedReader(instance, slug, *, json=True)``
     A real WebSocket client (``websockets``, sync API) of ``/ws/feeds/<slug>/``; a background
     thread collects every frame. ``connect(resume_after=None)`` (sends
-    ``{"type": "resume", "after": n}`` when given), ``seqs`` (comment seqs in arrival order,
-    JSON envelopes or HTML ``data-seq``), ``frames``, ``last_seq``, ``close_code``,
+    ``{"type": "resume", "after": n}`` when given), ``seqs`` (event seqs in arrival order,
+    created and deleted alike: JSON envelopes, or HTML ``data-seq`` / ``data-deleted-seq``), ``frames``, ``last_seq``, ``close_code``,
     ``closed`` (an Event), ``wait_for_seq(seq, timeout)``, ``wait_closed(timeout)``,
     ``wait_until(predicate, timeout, what)``, ``close()``.
 
@@ -102,7 +102,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 BASE_DIR = Path(settings.BASE_DIR)
-SEQ_IN_HTML = re.compile(r'<article\b[^>]*\bdata-seq="(\d+)"')
+SEQ_IN_HTML = re.compile(r'<article\b[^>]*\bdata-(?:deleted-)?seq="(\d+)"')
+FEED_EVENT_TYPES = {"comment.created", "comment.deleted"}
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # The client message limits every daphne of the project runs with (Makefile DAPHNE_ARGS).
 DAPHNE_LIMITS = ["--websocket-max-message-size", "5120", "--websocket-max-frame-size", "5120"]
@@ -459,7 +460,8 @@ def post_form(instance: DaphneInstance, slug: str, *, author: str, body: str, ti
 
 
 def comment_seqs(frame: str | bytes) -> list[int]:
-    """Return the comment seqs a frame carries: a JSON envelope's seq, or HTML articles' data-seq."""
+    """Return the event seqs a frame carries, created or deleted: a JSON envelope's seq, or HTML
+    articles' data-seq (a comment) and data-deleted-seq (a removal)."""
     if isinstance(frame, bytes):
         frame = frame.decode(errors="replace")
     text = frame.lstrip()
@@ -468,7 +470,7 @@ def comment_seqs(frame: str | bytes) -> list[int]:
             event = jsonlib.loads(text)
         except ValueError:
             return []
-        return [int(event["seq"])] if event.get("type") == "comment.created" else []
+        return [int(event["seq"])] if event.get("type") in FEED_EVENT_TYPES else []
     return [int(seq) for seq in SEQ_IN_HTML.findall(text)]
 
 

@@ -131,7 +131,23 @@
     stickToBottom = box ? isAtBottom(box) : false;
   });
 
+  // Live comments are rendered once for every reader, their remove action hidden: show it
+  // where this page's viewer may remove (a moderator, or the comment's author). The server
+  // checks either way.
+  function revealRemoveActions() {
+    var box = commentsBox();
+    if (!box) return;
+    var moderating = box.hasAttribute("data-moderating");
+    var viewer = box.getAttribute("data-viewer");
+    if (!moderating && !viewer) return;
+    box.querySelectorAll("article form.comment-remove[hidden]").forEach(function (form) {
+      var article = form.closest("article");
+      if (moderating || (viewer && article && article.getAttribute("data-user") === viewer)) form.hidden = false;
+    });
+  }
+
   document.addEventListener("htmx:wsAfterMessage", function () {
+    revealRemoveActions();
     if (stickToBottom) scrollToBottom();
   });
 
