@@ -42,6 +42,9 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
 ``post_comment(instance, slug, *, author, body, headers=None, timeout=30) -> (status, json)``
     ``POST /api/feeds/<slug>/comments/`` on one instance.
 
+``delete_comment(instance, slug, comment_id, *, token=None) -> (status, body)``
+    ``DELETE /api/feeds/<slug>/comments/<id>/`` through an instance, as a token's owner.
+
 ``post_form(instance, slug, *, author, body, timeout=30) -> (status, location)``
     The page's form post without JavaScript: reads the page for its CSRF token, then
     ``POST /feeds/<slug>/comments/`` (redirects are not followed; 303 on success).
@@ -430,6 +433,27 @@ def post_comment(
         status, raw = error.code, error.read()
     try:
         return status, jsonlib.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def delete_comment(
+    instance: DaphneInstance, slug: str, comment_id: int, *, token: str | None = None, timeout: float = 30
+) -> tuple[int, Any]:
+    """DELETE a comment through an instance's JSON API (as the token's owner, if given); return (status, body)."""
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        instance.http_url(f"/api/feeds/{slug}/comments/{comment_id}/"), headers=headers, method="DELETE"
+    )
+    try:
+        with NO_PROXY.open(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, jsonlib.loads(raw) if raw else None
     except ValueError:
         return status, raw.decode(errors="replace")
 
