@@ -29,8 +29,9 @@ class EscapingTests(TestCase):
         comment_create(feed=self.feed, author="ann", body=QUOTES)
         html = self.client.get("/feeds/talk/").content.decode()
         self.assertEscaped(html)
-        # The body, the name, and the name again in the reply link's label.
-        self.assertEqual(html.count(ESCAPED), 3)
+        # The body, the name, the name again in the reply link's label, and twice in the remove
+        # action (its confirmation question and its label).
+        self.assertEqual(html.count(ESCAPED), 5)
         self.assertIn("&quot;&#x27;&gt;&lt;script&gt;alert(2)&lt;/script&gt;", html)
 
     def test_markup_is_escaped_in_the_comment_fragment(self):
@@ -38,8 +39,9 @@ class EscapingTests(TestCase):
         comment = comment_create(feed=self.feed, author=PAYLOAD, body=PAYLOAD)
         html = render_comment(comment)
         self.assertEscaped(html)
-        # The body, the name, and the name again in the reply link's label.
-        self.assertEqual(html.count(ESCAPED), 3)
+        # The body, the name, the name again in the reply link's label, and twice in the remove
+        # action (its confirmation question and its label).
+        self.assertEqual(html.count(ESCAPED), 5)
 
     def test_markup_is_escaped_in_the_live_html_frame(self):
         """The WebSocket HTML frame of the published event carries the escaped text."""

@@ -172,6 +172,11 @@
   document.addEventListener("htmx:responseError", function (evt) {
     var elt = evt.detail.elt;
     if (elt && elt.id === "comment-form") formStatus(elt, "Could not post (HTTP " + evt.detail.xhr.status + "). Try again.");
+    if (elt && elt.classList && elt.classList.contains("comment-remove")) {
+      var note = elt.querySelector("[role=alert]") || elt.appendChild(document.createElement("span"));
+      note.setAttribute("role", "alert");
+      note.textContent = " Could not remove (HTTP " + evt.detail.xhr.status + ").";
+    }
   });
 
   document.addEventListener("htmx:sendError", function (evt) {
