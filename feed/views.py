@@ -121,6 +121,7 @@ def _render_page(
         "older_before": oldest if has_older else None,
         "newer_before": newer_before,
         # Who may remove what: shown on the page's comments, and read by feed.js for live ones.
+        "on_page": True,
         "moderating": feed_is_moderated_by(feed=feed, user=request.user),
         "viewer_id": request.user.pk if request.user.is_authenticated else None,
     }

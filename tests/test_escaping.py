@@ -1,6 +1,7 @@
 """User strings are text everywhere: on the page, in the live frames, in form errors and in the API."""
 import json
 
+from django.contrib.auth import get_user_model
 from django.test import TestCase
 
 from feed.models import Feed
@@ -27,6 +28,8 @@ class EscapingTests(TestCase):
         """A body and a name holding markup appear escaped in the feed page."""
         comment_create(feed=self.feed, author=PAYLOAD, body=PAYLOAD)
         comment_create(feed=self.feed, author="ann", body=QUOTES)
+        # Seen by staff, so that the page shows the remove action too.
+        self.client.force_login(get_user_model().objects.create_user("root", is_staff=True))
         html = self.client.get("/feeds/talk/").content.decode()
         self.assertEscaped(html)
         # The body, the name, the name again in the reply link's label, and twice in the remove

@@ -157,6 +157,17 @@ class CommentRemoveServiceTests(ModerationTestCase):
         self.assertEqual(IdempotencyKey.objects.get(key="k1").response_body["body"], "")
 
 
+class LiveFrameTests(ModerationTestCase):
+    def test_the_live_frame_carries_a_hidden_remove_action_for_every_reader(self):
+        """A live frame is rendered once for all: its remove form is there, hidden (feed.js reveals it)."""
+        from feed.rendering import render_comment
+
+        html = render_comment(self.post(user=self.ann))
+        self.assertIn('<form class="comment-remove"', html)
+        self.assertIn(" hidden>", html)
+        self.assertNotIn("csrfmiddlewaretoken", html, "the page's hx-headers carry the CSRF token")
+
+
 class EventLogReadTests(ModerationTestCase):
     def test_events_after_returns_creations_and_removals_in_seq_order(self):
         """events_after reads the log: both kinds, ascending, after the point; removals of older comments too."""
@@ -334,11 +345,14 @@ class ModerationPageTests(ModerationTestCase):
     def remove_action_shown(self, html, comment):
         start = html.index(f'id="comment-{comment.pk}"')
         article = html[start : html.index("</article>", start)]
-        self.assertIn('class="comment-remove"', article)
-        return 'hx-confirm="Remove this comment' in article and " hidden>" not in article
+        if 'class="comment-remove"' not in article:
+            return False
+        self.assertIn('hx-confirm="Remove this comment', article)
+        self.assertNotIn(" hidden>", article)
+        return True
 
     def test_the_remove_action_is_shown_to_those_allowed_only(self):
-        """Author and moderators see "Remove" (with a confirmation); others get it hidden."""
+        """Author and moderators see "Remove" (with a confirmation); others do not get it on the page."""
         mine = self.post(user=self.ann)
         guest = self.post(author="Guest")
         client = Client()
@@ -378,3 +392,20 @@ class ModerationPageTests(ModerationTestCase):
         client = Client()
         client.force_login(admin)
         self.assertIn('name="moderators"', client.get(f"/admin/feed/feed/{self.feed.pk}/change/").content.decode())
+
+
+class ReplyToRemovedTests(ModerationTestCase):
+    def test_a_removed_comment_cannot_be_answered(self):
+        """A reply to a removed comment is refused on reply_to (400 in the API), and nobody is notified."""
+        from django.core.exceptions import ValidationError
+
+        mine = self.post("question", user=self.ann)
+        comment_remove(comment=mine, by=self.ann)
+        with self.assertRaises(ValidationError) as refused:
+            comment_create(feed=self.feed, author="", body="answer", user=self.bob, reply_to=mine.pk)
+        self.assertEqual(refused.exception.message_dict, {"reply_to": ["That comment was removed: it cannot be answered."]})
+        response = Client().post(
+            "/api/feeds/talk/comments/", {"author": "Guest", "body": "hi", "reply_to": mine.pk}, content_type="application/json"
+        )
+        self.assertEqual((response.status_code, list(response.json()["fields"])), (400, ["reply_to"]))
+        self.assertFalse(Notification.objects.exists())
