@@ -426,11 +426,18 @@ def post_comment(
         headers={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
         method="POST",
     )
+    return _send_json_request(request, timeout)
+
+
+def _send_json_request(request: urllib.request.Request, timeout: float) -> tuple[int, Any]:
+    """Send a request; return (status, decoded JSON body, its text if not JSON, or None if empty)."""
     try:
         with NO_PROXY.open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, raw = error.code, error.read()
+    if not raw:
+        return status, None
     try:
         return status, jsonlib.loads(raw)
     except ValueError:
@@ -447,15 +454,7 @@ def delete_comment(
     request = urllib.request.Request(
         instance.http_url(f"/api/feeds/{slug}/comments/{comment_id}/"), headers=headers, method="DELETE"
     )
-    try:
-        with NO_PROXY.open(request, timeout=timeout) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
-    try:
-        return status, jsonlib.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
+    return _send_json_request(request, timeout)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
