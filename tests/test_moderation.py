@@ -409,3 +409,16 @@ class ReplyToRemovedTests(ModerationTestCase):
         )
         self.assertEqual((response.status_code, list(response.json()["fields"])), (400, ["reply_to"]))
         self.assertFalse(Notification.objects.exists())
+
+
+class ModerationOpenApiTests(TestCase):
+    def test_the_description_has_the_delete_and_the_event_list(self):
+        """/api/openapi.json describes DELETE .../comments/{id}/ (204, 401, 403, 404) and GET .../events/."""
+        schema = Client().get("/api/openapi.json").json()
+        delete = schema["paths"]["/api/feeds/{slug}/comments/{comment_id}/"]["delete"]
+        self.assertEqual(set(delete["responses"]), {"204", "401", "403", "404"})
+        events = schema["paths"]["/api/feeds/{slug}/events/"]["get"]
+        self.assertEqual({p["name"] for p in events["parameters"]}, {"slug", "after", "limit"})
+        event = schema["components"]["schemas"]["EventOut"]
+        self.assertEqual(event["properties"]["type"]["enum"], ["comment.created", "comment.deleted"])
+        self.assertIn("deleted", schema["components"]["schemas"]["CommentOut"]["required"])
