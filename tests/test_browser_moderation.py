@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from selenium.webdriver.common.by import By
 
 from feed.models import Comment, Feed
+from feed.moderation import comment_remove
 from feed.services import comment_create
 from tests.browser import Browser, ScreenshotOnFailureMixin, require_browser
 from tests.harness import MultiInstanceTestCase
@@ -111,6 +112,17 @@ class ModerationBrowserTests(ScreenshotOnFailureMixin, MultiInstanceTestCase):
             self.assertNotIn("a rude comment", self.find(browser, "#comments").text)
         removed = Comment.objects.get(pk=self.doomed.pk)
         self.assertEqual((removed.body, removed.removed_by), ("", self.mod))
+
+        # A removal of a comment a page does not show (here taken off B's page by hand) is
+        # dropped quietly: htmx would log its missing target as a console error.
+        self.window_b.js("document.getElementById(arguments[0]).remove()", f"comment-{self.keep.pk}")
+        comment_remove(comment=self.keep, by=self.mod)
+        marker = comment_create(feed=self.feed, author="Guest", body="after the removals")
+        for browser in (self.window_a, self.window_b):
+            browser.wait_for(lambda b=browser: b.count_of(marker.pk) == 1, message="a later comment live")
+            self.assertEqual(
+                [e["message"] for e in browser.console_errors() if e.get("level") == "SEVERE"], [], "console errors"
+            )
 
     def test_dismissing_the_confirmation_removes_nothing(self):
         self.sign_in(self.window_a, "mod")
