@@ -11,11 +11,20 @@ from ninja import Header, NinjaAPI, Query
 
 from feed.api_auth import BearerToken, SessionCookie, anonymous
 from feed.api_errors import JsonBodyParser, api_not_found, install_error_handlers, json_method_not_allowed
-from feed.api_schemas import CommentIn, CommentOut, ErrorOut, FeedOut
+from feed.api_schemas import CommentIn, CommentOut, ErrorOut, EventOut, FeedOut
 from feed.models import IDEMPOTENCY_KEY_MAX_LENGTH
+from feed.moderation import comment_remove
 from feed.ratelimit import client_identity
-from feed.rendering import comment_as_dict
-from feed.selectors import MAX_LIMIT, comments_after, feed_get, feed_get_readable, feeds_readable
+from feed.rendering import comment_as_dict, event_as_dict
+from feed.selectors import (
+    MAX_LIMIT,
+    comment_get,
+    comments_after,
+    events_after,
+    feed_get,
+    feed_get_readable,
+    feeds_readable,
+)
 from feed.services import comment_submit
 from notifications.api import router as notifications_router
 
@@ -38,6 +47,17 @@ read the feed): `GET /api/notifications/?after=<seq>` lists your notifications i
 per-user seq, `GET /api/notifications/summary/` counts the unread ones, and
 `POST /api/notifications/read/` with `{"up_to": <seq>}` marks them read. These need a token
 or the session; without credentials they answer `401`.
+
+Moderation: `DELETE /api/feeds/{slug}/comments/{id}/` removes a comment (`204`), for staff,
+the feed's moderators and the comment's signed-in author; anyone else who may read the feed
+gets `403` (`401` without credentials). Removing a removed comment answers `204` again and
+changes nothing. A removed comment's row stays for audit, its body is gone from every answer,
+and comment lists leave it out. Every change of a feed is an event numbered in one sequence
+(`comment.created`, `comment.deleted`), so comment seqs skip the numbers of removals and a
+feed's `last_seq` is its last event's seq. `GET /api/feeds/{slug}/events/?after=<seq>` lists
+the events themselves, as the WebSocket's JSON mode sends them: catch up with it to learn of
+removals too (a `comment.created` of a comment removed since has `"deleted": true` and an
+empty body).
 
 Errors are always JSON: `{"error": "<code>", "detail": "<text>", "fields": {"<field>": ["<message>"]}}`,
 with `fields` only when particular fields are invalid.
@@ -108,6 +128,45 @@ def list_comments(
     """
     feed = feed_get_readable(slug=slug, user=request.auth)  # type: ignore[attr-defined]
     return [comment_as_dict(c) for c in comments_after(feed=feed, after_seq=after, limit=limit)]
+
+
+@api.get(
+    "/feeds/{slug}/events/",
+    response={200: list[EventOut], **READ_ERRORS},
+    url_name="events",
+    summary="List a feed's events after a seq",
+)
+def list_events(
+    request: HttpRequest,
+    slug: str,
+    after: int = Query(0, ge=0, description="Return events with a seq above this one."),
+    limit: int = Query(50, ge=1, le=MAX_LIMIT, description=f"At most this many (1 to {MAX_LIMIT})."),
+) -> list[dict[str, Any]]:
+    """Return up to `limit` events with `seq > after`, in ascending seq, with no gaps.
+
+    The envelopes of the WebSocket's JSON mode: `comment.created` and `comment.deleted`.
+    Fewer than `limit` means there are no more for now.
+    """
+    feed = feed_get_readable(slug=slug, user=request.auth)  # type: ignore[attr-defined]
+    return [event_as_dict(event) for event in events_after(feed=feed, after_seq=after, limit=limit)]
+
+
+@api.delete(
+    "/feeds/{slug}/comments/{comment_id}/",
+    response={204: None, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut},
+    url_name="comment_delete",
+    summary="Remove a comment",
+)
+def delete_comment(request: HttpRequest, slug: str, comment_id: int) -> tuple[int, None]:
+    """Remove a comment: staff, the feed's moderators and its signed-in author may.
+
+    `204` also when it was removed already (nothing changes then). `403` for anyone else who
+    may read the feed, `401` without credentials, `404` for an unknown comment or feed, or a
+    feed the caller may not read.
+    """
+    feed = feed_get(slug=slug)
+    comment_remove(comment=comment_get(feed=feed, comment_id=comment_id), by=request.auth)  # type: ignore[attr-defined]
+    return 204, None
 
 
 @api.post(

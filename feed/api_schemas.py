@@ -31,7 +31,9 @@ def visible_text(max_length: int) -> Callable[[dict[str, Any]], None]:
 class FeedOut(Schema):
     slug: str
     title: str
-    last_seq: int = Field(description="The seq of the feed's newest comment (0 when it has none).")
+    last_seq: int = Field(
+        description="The seq of the feed's last event, a comment created or removed (0 when it has none)."
+    )
 
 
 class CommentIn(Schema):
@@ -58,13 +60,31 @@ class CommentIn(Schema):
 
 class CommentOut(Schema):
     id: int
-    seq: int = Field(description="Position in the feed: 1, 2, 3… with no gaps.")
+    seq: int = Field(
+        description="The seq of its creation among the feed's events: increasing; numbers of removals are skipped."
+    )
     feed: str = Field(description="The feed's slug.")
     author: str = Field(description="The signed-in author's username, or a guest's display name.")
     user: str | None = Field(description="The author's username when signed in; null for a guest.")
-    body: str
+    body: str = Field(description="The text; empty once the comment was removed.")
     reply_to: int | None = Field(description="The id of the comment this one answers, or null.")
     created_at: str = Field(json_schema_extra={"format": "date-time"}, description="ISO 8601, UTC.")
+    deleted: bool = Field(description="True once the comment was removed (then `body` is empty).")
+
+
+class DeletedOut(Schema):
+    id: int = Field(description="The removed comment's id.")
+
+
+class EventOut(Schema):
+    type: str = Field(
+        description="`comment.created` (`data` is the comment) or `comment.deleted` (`data` is `{\"id\": <comment id>}`).",
+        json_schema_extra={"enum": ["comment.created", "comment.deleted"]},
+    )
+    v: int = Field(description="The envelope's version: 1.")
+    feed: str = Field(description="The feed's slug.")
+    seq: int = Field(description="The event's position in the feed: 1, 2, 3… with no gaps.")
+    data: CommentOut | DeletedOut
 
 
 class ErrorOut(Schema):

@@ -17,7 +17,14 @@ class Feed(models.Model):
         help_text="Anyone may post with a display name. Otherwise only members (and staff) may post.",
     )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="feeds")
-    # The seq of the newest committed comment; bumped under this row's lock.
+    moderators = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="moderated_feeds",
+        help_text="May remove any comment of this feed (staff and a comment's signed-in author may too).",
+    )
+    # The seq of the feed's newest committed event (a comment created or removed); bumped
+    # under this row's lock.
     last_seq = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -44,6 +51,11 @@ class Comment(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Set once by feed.moderation.comment_remove, which also blanks `body`: the row stays for audit.
+    removed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
 
     class Meta:
         ordering = ["feed", "seq"]
@@ -51,6 +63,40 @@ class Comment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.feed.slug}#{self.seq} by {self.author}"
+
+    @property
+    def removed(self) -> bool:
+        return self.removed_at is not None
+
+
+class Event(models.Model):
+    """One change of a feed, numbered in the feed's one sequence: the log that streams replay.
+
+    A comment's creation is the event with the comment's own seq; its removal is a later
+    event. Written with the change, in its transaction, under the feed row's lock
+    (feed.services._comment_insert, feed.moderation.comment_remove).
+    """
+
+    class Kind(models.TextChoices):
+        COMMENT_CREATED = "comment.created", "Comment created"
+        COMMENT_DELETED = "comment.deleted", "Comment removed"
+
+    feed = models.ForeignKey(Feed, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField(editable=False)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    comment = models.ForeignKey(Comment, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["feed", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["feed", "seq"], name="event_seq_unique_per_feed"),
+            # A comment is created once and removed at most once.
+            models.UniqueConstraint(fields=["comment", "kind"], name="event_once_per_comment_and_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.feed_id}#{self.seq} {self.kind}"
 
 
 class ApiToken(models.Model):

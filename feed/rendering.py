@@ -7,7 +7,10 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from feed.models import Comment
+from feed.models import Comment, Event
+
+# The version of every event envelope (`"v"`), on the WebSocket and in the API's event list.
+EVENT_VERSION = 1
 
 
 def iso_utc(moment: datetime) -> str:
@@ -24,9 +27,23 @@ def comment_as_dict(comment: Comment) -> dict[str, Any]:
         "author": comment.author,
         # The signed-in author's username; None for a guest, whose `author` is a display name.
         "user": comment.user.get_username() if comment.user_id is not None else None,
-        "body": comment.body,
+        # A removed comment's body is blanked in its row too; never shown either way.
+        "body": "" if comment.removed else comment.body,
         "reply_to": comment.reply_to_id,
         "created_at": iso_utc(comment.created_at),
+        "deleted": comment.removed,
+    }
+
+
+def event_as_dict(event: Event) -> dict[str, Any]:
+    """Return a logged feed event as the contract's envelope (as the WebSocket's JSON mode sends it)."""
+    deleted = event.kind == Event.Kind.COMMENT_DELETED
+    return {
+        "type": str(event.kind),
+        "v": EVENT_VERSION,
+        "feed": event.feed.slug,
+        "seq": event.seq,
+        "data": {"id": event.comment_id} if deleted else comment_as_dict(event.comment),
     }
 
 

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import FilteredRelation, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from feed.models import Comment, Feed
+from feed.models import Comment, Event, Feed
 from feed.services import feed_check_can_read, feed_readable_filter
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def feed_get_readable(*, slug: str, user: AbstractBaseUser | AnonymousUser | Non
 
 
 def feed_last_seqs(*, feed_ids: list[int]) -> dict[int, int]:
-    """Return {feed id: last committed seq} for the given feeds."""
+    """Return {feed id: seq of its last committed event} for the given feeds."""
     return dict(Feed.objects.filter(pk__in=feed_ids).values_list("pk", "last_seq"))
 
 
@@ -76,13 +76,32 @@ def comment_in_feed(*, feed: Feed, comment_id: int | None) -> Comment | None:
     return _comments(feed).filter(pk=comment_id).first()
 
 
+def comment_get(*, feed: Feed, comment_id: int) -> Comment:
+    """Return the feed's comment with this id, removed or not, or raise Http404."""
+    return get_object_or_404(Comment.objects.select_related("feed", "user", "reply_to"), pk=comment_id, feed_id=feed.pk)
+
+
 def _comments(feed: Feed | int) -> QuerySet[Comment]:
+    """Return the feed's comments that are shown: removed ones are left out."""
     feed_id = feed if isinstance(feed, int) else feed.pk
-    return Comment.objects.filter(feed_id=feed_id).select_related("feed", "user", "reply_to")
+    return Comment.objects.filter(feed_id=feed_id, removed_at__isnull=True).select_related("feed", "user", "reply_to")
+
+
+def events_after(*, feed: Feed | int, after_seq: int, limit: int = 50) -> list[Event]:
+    """Return up to `limit` events of the feed with seq > after_seq, in ascending seq (no gaps).
+
+    Removals included; each event's comment is loaded (blanked when removed since).
+    """
+    feed_id = feed if isinstance(feed, int) else feed.pk
+    limit = max(1, min(limit, MAX_LIMIT))
+    queryset = Event.objects.filter(feed_id=feed_id, seq__gt=after_seq).select_related(
+        "feed", "comment", "comment__feed", "comment__user", "comment__reply_to"
+    )
+    return list(queryset.order_by("seq")[:limit])
 
 
 def comments_after(*, feed: Feed | int, after_seq: int, limit: int = 50) -> list[Comment]:
-    """Return up to `limit` comments with seq > after_seq, in ascending seq."""
+    """Return up to `limit` shown comments with seq > after_seq, in ascending seq (removed ones left out)."""
     limit = max(1, min(limit, MAX_LIMIT))
     return list(_comments(feed).filter(seq__gt=after_seq).order_by("seq")[:limit])
 

@@ -23,6 +23,7 @@ from feed.models import (
     BODY_MAX_LENGTH,
     IDEMPOTENCY_KEY_MAX_LENGTH,
     Comment,
+    Event,
     Feed,
     IdempotencyKey,
 )
@@ -133,8 +134,12 @@ def comment_validate(
         errors.setdefault("body", []).append("Write something first.")
     elif len(body) > BODY_MAX_LENGTH:
         errors.setdefault("body", []).append(f"Use at most {BODY_MAX_LENGTH} characters (you used {len(body)}).")
-    if reply_to is not None and not Comment.objects.filter(pk=reply_to, feed_id=feed.pk).exists():
-        errors.setdefault("reply_to", []).append("This is not a comment of this feed.")
+    if reply_to is not None:
+        parent = list(Comment.objects.filter(pk=reply_to, feed_id=feed.pk).values_list("removed_at", flat=True)[:1])
+        if not parent:
+            errors.setdefault("reply_to", []).append("This is not a comment of this feed.")
+        elif parent[0] is not None:
+            errors.setdefault("reply_to", []).append("That comment was removed: it cannot be answered.")
     if errors:
         raise ValidationError(errors)
     return author, body
@@ -180,11 +185,15 @@ def _comment_insert(
     with transaction.atomic():
         parent = None
         if reply_to is not None:
-            parent = Comment.objects.select_related("user").filter(pk=reply_to, feed_id=feed.pk).first()
-            if parent is None:  # removed since it was checked
+            parent = (
+                Comment.objects.select_related("user")
+                .filter(pk=reply_to, feed_id=feed.pk, removed_at__isnull=True)
+                .first()
+            )
+            if parent is None:  # deleted or removed since it was checked
                 raise ValidationError({"reply_to": ["This is not a comment of this feed."]})
-        # The row lock serialises posters per feed: seq has no gaps, and comment N
-        # commits before comment N+1 can be numbered.
+        # The row lock serialises the feed's changes: seq has no gaps, and event N commits
+        # before event N+1 can be numbered. The comment's seq is its created event's seq.
         locked = Feed.objects.select_for_update().only("pk", "slug", "last_seq").get(pk=feed.pk)
         seq = locked.last_seq + 1
         Feed.objects.filter(pk=feed.pk).update(last_seq=seq)
@@ -196,6 +205,7 @@ def _comment_insert(
             user=user if user is not None and user.is_authenticated else None,
             reply_to=parent,
         )
+        Event.objects.create(feed=locked, seq=seq, kind=Event.Kind.COMMENT_CREATED, comment=comment)
         transaction.on_commit(lambda: _publish(comment))
         notifications_create_for_comment(comment=comment)
     feed.last_seq = seq

@@ -9,5 +9,6 @@ urlpatterns = [
     path("", views.feed_index, name="index"),
     path("feeds/<slug:slug>/", views.feed_page, name="page"),
     path("feeds/<slug:slug>/comments/", views.comment_post, name="comment_post"),
+    path("feeds/<slug:slug>/comments/<int:comment_id>/remove/", views.comment_remove_post, name="comment_remove"),
     path("api/", include(api_urlpatterns())),
 ]

@@ -12,8 +12,9 @@ from django.views.decorators.http import require_POST, require_safe
 
 from feed.forms import CommentForm
 from feed.models import Comment, Feed
+from feed.moderation import RemovalNotAllowed, comment_remove, feed_is_moderated_by
 from feed.ratelimit import RateLimited, client_identity
-from feed.selectors import comment_in_feed, comments_latest, feed_get_readable, feeds_readable
+from feed.selectors import comment_get, comment_in_feed, comments_latest, feed_get, feed_get_readable, feeds_readable
 from feed.services import (
     IdempotencyKeyInvalid,
     IdempotencyKeyReused,
@@ -95,6 +96,24 @@ def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
     return response
 
 
+@require_POST
+def comment_remove_post(request: HttpRequest, slug: str, comment_id: int) -> HttpResponse:
+    """Remove a comment (the page's "remove" action, CSRF-protected).
+
+    htmx gets an empty 200 (its `hx-swap="delete"` drops the article at once; every other
+    page drops it through the live channel); a plain form post is redirected back to the
+    feed. 404 as for reading the feed; 403 (401 signed out) for others who may read it.
+    """
+    comment = comment_get(feed=feed_get(slug=slug), comment_id=comment_id)
+    try:
+        comment_remove(comment=comment, by=request.user)
+    except RemovalNotAllowed as exc:
+        return HttpResponse(str(exc), status=exc.status, content_type="text/plain; charset=utf-8")
+    if request.htmx:
+        return HttpResponse("")
+    return HttpResponseRedirect(comment.feed.get_absolute_url(), status=303)
+
+
 def _render_page(
     request: HttpRequest, *, feed: Feed, form: CommentForm, before: int | None, status: int = 200
 ) -> HttpResponse:
@@ -113,6 +132,10 @@ def _render_page(
         "live": before is None,
         "older_before": oldest if has_older else None,
         "newer_before": newer_before,
+        # Who may remove what: shown on the page's comments, and read by feed.js for live ones.
+        "on_page": True,
+        "moderating": feed_is_moderated_by(feed=feed, user=request.user),
+        "viewer_id": request.user.pk if request.user.is_authenticated else None,
     }
     return render(request, "feed/page.html", context, status=status)
 

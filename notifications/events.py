@@ -5,11 +5,9 @@ import json
 import time
 from typing import Any
 
-from feed.models import Comment
-from feed.rendering import comment_as_dict, render_comment
+from feed.models import Comment, Event
+from feed.rendering import EVENT_VERSION, comment_as_dict, event_as_dict, render_comment
 from notifications.models import Notification
-
-EVENT_VERSION = 1
 
 
 def feed_group_name(feed_id: int) -> str:
@@ -46,6 +44,37 @@ def comment_created_event(comment: Comment) -> dict[str, Any]:
         # Rendered on commit: the delivery-time metric measures from here to the socket write.
         "committed_at": time.time(),
     }
+
+
+def deletion_frame(*, comment_id: int, seq: int) -> str:
+    """Return the WebSocket frame that removes #comment-<id> from the page (an out-of-band delete).
+
+    The seq is in `data-deleted-seq`, not `data-seq`: the page counts only shown comments.
+    """
+    return f'<article id="comment-{comment_id}" data-deleted-seq="{seq}" hx-swap-oob="delete"></article>'
+
+
+def comment_deleted_event(event: Event) -> dict[str, Any]:
+    """Return the channel-layer message for a comment's removal (event kind comment.deleted)."""
+    return {
+        "type": "comment.deleted",
+        "v": EVENT_VERSION,
+        "feed_id": event.feed_id,
+        "seq": event.seq,
+        "json": json.dumps(event_as_dict(event), separators=(",", ":")),
+        "html": deletion_frame(comment_id=event.comment_id, seq=event.seq),
+    }
+
+
+def feed_event_message(event: Event) -> dict[str, Any]:
+    """Return the channel-layer message of any logged feed event, as its publish sent it.
+
+    A replayed comment.created of a comment removed since carries an empty body and
+    `deleted: true` (its row is blanked).
+    """
+    if event.kind == Event.Kind.COMMENT_DELETED:
+        return comment_deleted_event(event)
+    return comment_created_event(event.comment)
 
 
 # --- A person's notifications ---------------------------------------------------

@@ -1,4 +1,4 @@
-"""Publishing events to the channel layer. Only feed.services calls this, on commit."""
+"""Publishing events to the channel layer. Only the services (feed.services, feed.moderation) call this, on commit."""
 from __future__ import annotations
 
 import asyncio
@@ -9,10 +9,10 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from feed.models import Comment
+from feed.models import Comment, Event
 from livefeed.metrics import EVENTS_PUBLISHED_TOTAL, PUBLISH_FAILURES_TOTAL
 from notifications.conf import live_settings
-from notifications.events import comment_created_event, feed_group_name, user_group_name
+from notifications.events import comment_created_event, comment_deleted_event, feed_group_name, user_group_name
 from notifications.server_adapter import server_event_loop
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,14 @@ def publish_comment_created(comment: Comment) -> None:
         return
     # Rendered here, in the request's thread: the event loop never touches the database.
     _send(feed_group_name(comment.feed_id), comment_created_event(comment), f"comment {comment.seq} of feed {comment.feed_id}")
+
+
+def publish_comment_deleted(event: Event) -> None:
+    """Send a comment's removal (a logged feed event) to its feed's group, guarded like publish_comment_created."""
+    what = f"removal {event.seq} of feed {event.feed_id}"
+    if _skipping(what):
+        return
+    _send(feed_group_name(event.feed_id), comment_deleted_event(event), what)
 
 
 def publish_user_event(user_id: int, event: dict[str, Any]) -> None:

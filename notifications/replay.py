@@ -99,7 +99,9 @@ async def catch_up(state: StreamState, conn: Connection) -> None:
                 if conn.closed or state.closed:
                     return
                 if not events:
-                    # The database has nothing after sent_seq (deleted events): skip to the cursor.
+                    # The database has nothing after sent_seq: skip to the cursor. A feed's event
+                    # log has no gaps; a person's stream hides notifications of feeds they
+                    # can no longer read, and a row deleted outright leaves a gap too.
                     conn.sent_seq = max(conn.sent_seq, order.cursor)
                     continue
             if not send_replay(conn, events):

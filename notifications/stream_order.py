@@ -48,7 +48,9 @@ class StreamOrder:
         """Return the events to deliver now, in seq order; hold what is ahead, drop what is behind.
 
         ``db_after``: the events are a database read of everything after that seq, so a seq
-        they skip does not exist (a deleted event) and the cursor may jump over it.
+        they skip does not exist and the cursor may jump over it. A feed's event log has no
+        gaps (a removal is an event of its own); a person's stream skips the notifications of
+        feeds they can no longer read, and a row deleted outright leaves a gap in any stream.
         """
         cursor = self.cursor
         if cursor is None:

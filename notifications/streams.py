@@ -108,11 +108,12 @@ class StreamKind(ABC):
 
 
 class FeedKind(StreamKind):
-    """A feed's comments: group ``feed.<id>``, ``comment.created`` events, seqs from Feed.last_seq."""
+    """A feed's events: group ``feed.<id>``, ``comment.created`` and ``comment.deleted`` in one
+    sequence, read from the feed's event log (feed.models.Event), last seqs from Feed.last_seq."""
 
     name = "feed"
     metric_label = "feed"
-    event_types = frozenset({"comment.created"})
+    event_types = frozenset({"comment.created", "comment.deleted"})
     id_field = "feed_id"
 
     def group(self, stream_id: int) -> str:
@@ -121,10 +122,10 @@ class FeedKind(StreamKind):
         return feed_group_name(stream_id)
 
     def load_after(self, stream_id: int, after: int, limit: int) -> list[StreamEvent]:
-        from feed.selectors import comments_after
-        from notifications.events import comment_created_event
+        from feed.selectors import events_after
+        from notifications.events import feed_event_message
 
-        return events_from_rows(comments_after(feed=stream_id, after_seq=after, limit=limit), comment_created_event)
+        return events_from_rows(events_after(feed=stream_id, after_seq=after, limit=limit), feed_event_message)
 
     def last_seqs(self, stream_ids: list[int]) -> dict[int, int]:
         from feed.selectors import feed_last_seqs

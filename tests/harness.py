@@ -57,6 +57,9 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
 ``post_comment(instance, slug, *, author, body, headers=None, timeout=30) -> (status, json)``
     ``POST /api/feeds/<slug>/comments/`` on one instance.
 
+``delete_comment(instance, slug, comment_id, *, token=None) -> (status, body)``
+    ``DELETE /api/feeds/<slug>/comments/<id>/`` through an instance, as a token's owner.
+
 ``post_form(instance, slug, *, author, body, timeout=30) -> (status, location)``
     The page's form post without JavaScript: reads the page for its CSRF token, then
     ``POST /feeds/<slug>/comments/`` (redirects are not followed; 303 on success).
@@ -69,8 +72,8 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
 ``FeedReader(instance, slug, *, json=True)``
     A real WebSocket client (``websockets``, sync API) of ``/ws/feeds/<slug>/``; a background
     thread collects every frame. ``connect(resume_after=None)`` (sends
-    ``{"type": "resume", "after": n}`` when given), ``seqs`` (comment seqs in arrival order,
-    JSON envelopes or HTML ``data-seq``), ``frames``, ``last_seq``, ``close_code``,
+    ``{"type": "resume", "after": n}`` when given), ``seqs`` (event seqs in arrival order,
+    created and deleted alike: JSON envelopes, or HTML ``data-seq`` / ``data-deleted-seq``), ``frames``, ``last_seq``, ``close_code``,
     ``closed`` (an Event), ``wait_for_seq(seq, timeout)``, ``wait_closed(timeout)``,
     ``wait_until(predicate, timeout, what)``, ``close()``; ``headers`` (a dict) adds handshake
     headers, ``seqs_of`` (a class attribute) is how a frame's seqs are found.
@@ -131,7 +134,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 BASE_DIR = Path(settings.BASE_DIR)
-SEQ_IN_HTML = re.compile(r'<article\b[^>]*\bdata-seq="(\d+)"')
+SEQ_IN_HTML = re.compile(r'<article\b[^>]*\bdata-(?:deleted-)?seq="(\d+)"')
+FEED_EVENT_TYPES = frozenset({"comment.created", "comment.deleted"})
 SEQ_IN_NOTIFICATION_HTML = re.compile(r'<li\b[^>]*\bdata-seq="(\d+)"')
 UNREAD_IN_HTML = re.compile(r'id="notification-badge"[^>]*\bdata-unread="(\d+)"')
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -571,15 +575,35 @@ def post_comment(
         headers={"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
         method="POST",
     )
+    return _send_json_request(request, timeout)
+
+
+def _send_json_request(request: urllib.request.Request, timeout: float) -> tuple[int, Any]:
+    """Send a request; return (status, decoded JSON body, its text if not JSON, or None if empty)."""
     try:
         with NO_PROXY.open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, raw = error.code, error.read()
+    if not raw:
+        return status, None
     try:
         return status, jsonlib.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def delete_comment(
+    instance: DaphneInstance, slug: str, comment_id: int, *, token: str | None = None, timeout: float = 30
+) -> tuple[int, Any]:
+    """DELETE a comment through an instance's JSON API (as the token's owner, if given); return (status, body)."""
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        instance.http_url(f"/api/feeds/{slug}/comments/{comment_id}/"), headers=headers, method="DELETE"
+    )
+    return _send_json_request(request, timeout)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -629,7 +653,7 @@ def sign_in(instance: DaphneInstance, username: str, password: str, timeout: flo
     return session
 
 
-def _frame_seqs(frame: str | bytes, event_type: str, in_html: re.Pattern[str]) -> list[int]:
+def _frame_seqs(frame: str | bytes, event_types: frozenset[str], in_html: re.Pattern[str]) -> list[int]:
     if isinstance(frame, bytes):
         frame = frame.decode(errors="replace")
     text = frame.lstrip()
@@ -638,13 +662,14 @@ def _frame_seqs(frame: str | bytes, event_type: str, in_html: re.Pattern[str]) -
             event = jsonlib.loads(text)
         except ValueError:
             return []
-        return [int(event["seq"])] if event.get("type") == event_type else []
+        return [int(event["seq"])] if event.get("type") in event_types else []
     return [int(seq) for seq in in_html.findall(text)]
 
 
 def comment_seqs(frame: str | bytes) -> list[int]:
-    """Return the comment seqs a frame carries: a JSON envelope's seq, or HTML articles' data-seq."""
-    return _frame_seqs(frame, "comment.created", SEQ_IN_HTML)
+    """Return the event seqs a frame carries, created or deleted: a JSON envelope's seq, or HTML
+    articles' data-seq (a comment) and data-deleted-seq (a removal)."""
+    return _frame_seqs(frame, FEED_EVENT_TYPES, SEQ_IN_HTML)
 
 
 class FeedReader:
@@ -742,7 +767,7 @@ class FeedReader:
 
 def notification_seqs(frame: str | bytes) -> list[int]:
     """Return the notification seqs a frame carries: a notification.created envelope's seq, or HTML items' data-seq."""
-    return _frame_seqs(frame, "notification.created", SEQ_IN_NOTIFICATION_HTML)
+    return _frame_seqs(frame, frozenset({"notification.created"}), SEQ_IN_NOTIFICATION_HTML)
 
 
 class NotificationReader(FeedReader):

@@ -12,7 +12,8 @@ from feed.auth import api_token_issue
 from feed.models import ApiToken, Comment, Feed
 from feed.services import comment_create
 
-COMMENT_KEYS = {"id", "seq", "feed", "author", "user", "body", "reply_to", "created_at"}
+# `deleted` came with moderation (issue 12): false until the comment is removed.
+COMMENT_KEYS = {"id", "seq", "feed", "author", "user", "body", "reply_to", "created_at", "deleted"}
 
 
 class ApiTestCase(TestCase):

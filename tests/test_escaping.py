@@ -1,6 +1,7 @@
 """User strings are text everywhere: on the page, in the live frames, in form errors and in the API."""
 import json
 
+from django.contrib.auth import get_user_model
 from django.test import TestCase
 
 from feed.models import Feed
@@ -27,10 +28,13 @@ class EscapingTests(TestCase):
         """A body and a name holding markup appear escaped in the feed page."""
         comment_create(feed=self.feed, author=PAYLOAD, body=PAYLOAD)
         comment_create(feed=self.feed, author="ann", body=QUOTES)
+        # Seen by staff, so that the page shows the remove action too.
+        self.client.force_login(get_user_model().objects.create_user("root", is_staff=True))
         html = self.client.get("/feeds/talk/").content.decode()
         self.assertEscaped(html)
-        # The body, the name, and the name again in the reply link's label.
-        self.assertEqual(html.count(ESCAPED), 3)
+        # The body, the name, the name again in the reply link's label, and twice in the remove
+        # action (its confirmation question and its label).
+        self.assertEqual(html.count(ESCAPED), 5)
         self.assertIn("&quot;&#x27;&gt;&lt;script&gt;alert(2)&lt;/script&gt;", html)
 
     def test_markup_is_escaped_in_the_comment_fragment(self):
@@ -38,8 +42,9 @@ class EscapingTests(TestCase):
         comment = comment_create(feed=self.feed, author=PAYLOAD, body=PAYLOAD)
         html = render_comment(comment)
         self.assertEscaped(html)
-        # The body, the name, and the name again in the reply link's label.
-        self.assertEqual(html.count(ESCAPED), 3)
+        # The body, the name, the name again in the reply link's label, and twice in the remove
+        # action (its confirmation question and its label).
+        self.assertEqual(html.count(ESCAPED), 5)
 
     def test_markup_is_escaped_in_the_live_html_frame(self):
         """The WebSocket HTML frame of the published event carries the escaped text."""

@@ -80,7 +80,8 @@ class FeedPageTests(TestCase):
         self.post_many(2)
         html = self.client.get("/feeds/talk/").content.decode()
         container = html[html.index('<div id="comments"') :]
-        container = container[: container.index("</div>")]
+        # Comments hold <div>s of their own (their actions): the container ends before the form.
+        container = container[: container.index('id="comment-form"')]
         for comment in Comment.objects.all():
             self.assertIn(f'<article id="comment-{comment.pk}" class="comment" data-seq="{comment.seq}">', container)
 

@@ -56,6 +56,15 @@
     return template.content.querySelector("article[data-seq]");
   }
 
+  // The id a removal frame deletes (`<article id="comment-N" data-deleted-seq hx-swap-oob="delete">`), or null.
+  function removalTarget(message) {
+    if (typeof message !== "string" || message.indexOf("data-deleted-seq") === -1) return null;
+    var template = document.createElement("template");
+    template.innerHTML = message;
+    var article = template.content.querySelector("article[data-deleted-seq]");
+    return article ? article.id : null;
+  }
+
   function isAtBottom(box) {
     return box.scrollHeight - box.scrollTop - box.clientHeight < 48;
   }
@@ -121,7 +130,14 @@
   // after reconnect) before htmx swaps it in.
   document.addEventListener("htmx:wsBeforeMessage", function (evt) {
     var article = frameArticle(evt.detail.message);
-    if (!article) return;
+    if (!article) {
+      // A removal (an out-of-band delete) of a comment this page does not show (not loaded,
+      // or already removed by this page's own "Remove"): nothing to do, and htmx would log
+      // a missing target as an error.
+      var removal = removalTarget(evt.detail.message);
+      if (removal && !document.getElementById(removal)) evt.preventDefault();
+      return;
+    }
     var seq = parseInt(article.getAttribute("data-seq"), 10);
     if (!(seq > highestSeq()) || (article.id && document.getElementById(article.id))) {
       evt.preventDefault();
@@ -131,7 +147,23 @@
     stickToBottom = box ? isAtBottom(box) : false;
   });
 
+  // Live comments are rendered once for every reader, their remove action hidden: show it
+  // where this page's viewer may remove (a moderator, or the comment's author). The server
+  // checks either way.
+  function revealRemoveActions() {
+    var box = commentsBox();
+    if (!box) return;
+    var moderating = box.hasAttribute("data-moderating");
+    var viewer = box.getAttribute("data-viewer");
+    if (!moderating && !viewer) return;
+    box.querySelectorAll("article form.comment-remove[hidden]").forEach(function (form) {
+      var article = form.closest("article");
+      if (moderating || (viewer && article && article.getAttribute("data-user") === viewer)) form.hidden = false;
+    });
+  }
+
   document.addEventListener("htmx:wsAfterMessage", function () {
+    revealRemoveActions();
     if (stickToBottom) scrollToBottom();
   });
 
@@ -156,6 +188,11 @@
   document.addEventListener("htmx:responseError", function (evt) {
     var elt = evt.detail.elt;
     if (elt && elt.id === "comment-form") formStatus(elt, "Could not post (HTTP " + evt.detail.xhr.status + "). Try again.");
+    if (elt && elt.classList && elt.classList.contains("comment-remove")) {
+      var note = elt.querySelector("[role=alert]") || elt.appendChild(document.createElement("span"));
+      note.setAttribute("role", "alert");
+      note.textContent = " Could not remove (HTTP " + evt.detail.xhr.status + ").";
+    }
   });
 
   document.addEventListener("htmx:sendError", function (evt) {
