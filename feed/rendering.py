@@ -23,7 +23,7 @@ def comment_as_dict(comment: Comment) -> dict[str, Any]:
         "feed": comment.feed.slug,
         "author": comment.author,
         # The signed-in author's username; None for a guest, whose `author` is a display name.
-        "user": comment.user.get_username() if comment.user_id is not None else None,
+        "user": comment.user.get_username() if comment.user is not None else None,
         "body": comment.body,
         "reply_to": comment.reply_to_id,
         "created_at": iso_utc(comment.created_at),

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from notifications import server_adapter
@@ -109,7 +109,7 @@ class Connection:
         *,
         stream: StreamKey,
         json_mode: bool,
-        send: Callable[[dict[str, Any]], Any],
+        send: Callable[[Any], Awaitable[None]],  # ASGI send (asgiref's event types make optional keys required)
         protocol: Any | None,
         conf: LiveSettings,
     ) -> None:

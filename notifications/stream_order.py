@@ -50,12 +50,12 @@ class StreamOrder:
         ``db_after``: the events are a database read of everything after that seq, so a seq
         they skip does not exist (a deleted event) and the cursor may jump over it.
         """
-        cursor = self.cursor
-        if cursor is None:
+        if self.cursor is None:
             for event in events:
                 if len(self.held) < self.max_held:
                     self.held[event.seq] = event
             return []
+        cursor = self.cursor
         if db_after is not None and db_after == cursor and events and events[0].seq > cursor + 1:
             logger.warning("%s has no events %d..%d; skipping them", self.name, cursor + 1, events[0].seq - 1)
             self.cursor = events[0].seq - 1
