@@ -9,7 +9,7 @@ TESTS ?=
 # Local development defaults; production sets DEBUG=0 and real values (see README).
 export DEBUG ?= 1
 
-.PHONY: run test install install-run screenshot
+.PHONY: run test typecheck install install-run screenshot
 
 # `make run` needs only the runtime requirements; the tests and the benchmark add
 # requirements-dev.txt. One stamp file each, so each is installed once per change.
@@ -53,3 +53,9 @@ test: install
 screenshot: install
 	scripts/ensure-test-services
 	$(PY) scripts/screenshot.py
+
+# mypy with django-stubs over the apps and settings (configured in mypy.ini). The plugin
+# imports the settings, which load only with DEBUG=1 or a SECRET_KEY (DEBUG=1 here touches
+# nothing but what the checker reads).
+typecheck: install
+	DEBUG=1 $(VENV)/bin/mypy

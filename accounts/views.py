@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import LoginView, RedirectURLMixin
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
@@ -62,7 +62,7 @@ class SignUpView(RedirectURLMixin, FormView):
     template_name = "accounts/signup.html"
     next_page = "/"
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not settings.SIGNUP_OPEN:
             return render(request, "accounts/signup_closed.html", status=403)
         return super().dispatch(request, *args, **kwargs)
@@ -75,7 +75,7 @@ class SignUpView(RedirectURLMixin, FormView):
             return _too_many(request, self, form, exc)
         return super().post(request, *args, **kwargs)
 
-    def form_valid(self, form: UserCreationForm) -> HttpResponse:  # type: ignore[type-arg]
+    def form_valid(self, form: UserCreationForm) -> HttpResponse:
         user = form.save()
         login(self.request, user, backend="django.contrib.auth.backends.ModelBackend")
         return super().form_valid(form)

@@ -15,7 +15,7 @@ from ninja.utils import check_csrf
 from feed.auth import api_token_find
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
     from django.http import HttpRequest
 
 
@@ -39,7 +39,7 @@ class BearerToken(HttpBearer):
             raise InvalidToken("Use `Authorization: Bearer <token>`.")
         return self.authenticate(request, secret.strip())
 
-    def authenticate(self, request: HttpRequest, token: str) -> AbstractBaseUser:
+    def authenticate(self, request: HttpRequest, token: str) -> User:
         found = api_token_find(secret=token)
         if found is None:
             raise InvalidToken("The token is unknown, revoked or belongs to an inactive user.")
@@ -56,7 +56,7 @@ class SessionCookie(APIKeyCookie):
     def _get_key(self, request: HttpRequest) -> str | None:
         return request.COOKIES.get(self.param_name)
 
-    def authenticate(self, request: HttpRequest, key: str | None) -> AbstractBaseUser | None:
+    def authenticate(self, request: HttpRequest, key: str | None) -> User | None:
         if not request.user.is_authenticated:
             return None
         if check_csrf(request) is not None:

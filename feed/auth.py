@@ -11,7 +11,7 @@ from django.utils import timezone
 from feed.models import ApiToken
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 TOKEN_PREFIX = "lf_"
 # Recording every use would turn each API read into a write; once in a while is enough.
@@ -26,7 +26,7 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def api_token_issue(*, user: AbstractBaseUser, name: str = "") -> tuple[ApiToken, str]:
+def api_token_issue(*, user: User, name: str = "") -> tuple[ApiToken, str]:
     """Create a token for the user; return it and its secret, which is shown only this once."""
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(

@@ -11,7 +11,7 @@ from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 # After a start, space or punctuation other than `@` and word characters (so an e-mail
 # address is no mention); a name is letters, digits and `_.-`.
@@ -38,7 +38,7 @@ def mention_candidates(body: str) -> list[str]:
     return list(seen)
 
 
-def active_users_named(names: Iterable[str]) -> dict[str, AbstractBaseUser]:
+def active_users_named(names: Iterable[str]) -> dict[str, User]:
     """Return {lowercased username: user} for the active users with these (lowercased) names."""
     lowered = [name.lower() for name in names]
     if not lowered:
@@ -49,17 +49,17 @@ def active_users_named(names: Iterable[str]) -> dict[str, AbstractBaseUser]:
         .filter(username_lower__in=lowered, is_active=True)
         .order_by("pk")
     )
-    found: dict[str, AbstractBaseUser] = {}
+    found: dict[str, User] = {}
     for user in users:
         found.setdefault(user.get_username().lower(), user)
     return found
 
 
-def mentioned_users(body: str) -> list[AbstractBaseUser]:
+def mentioned_users(body: str) -> list[User]:
     """Return the active users the body mentions, in order of first mention."""
     candidates = mention_candidates(body)
     found = active_users_named(candidates)
-    users: dict[int, AbstractBaseUser] = {}
+    users: dict[int, User] = {}
     for name in candidates:
         user = found.get(name)
         if user is not None:

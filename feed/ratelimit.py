@@ -37,7 +37,7 @@ from django.core.exceptions import ImproperlyConfigured
 from livefeed.metrics import RATE_LIMIT_FAILURES_TOTAL
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
     from django.http import HttpRequest
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$", re.IGNORECASE)
@@ -103,8 +103,8 @@ def client_ip(request: HttpRequest) -> str:
     address counts as REMOTE_ADDR: otherwise a client could become a new one with every
     request by sending made-up text.
     """
-    remote = request.META.get("REMOTE_ADDR", "") or ""
-    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    remote: str = request.META.get("REMOTE_ADDR", "") or ""
+    forwarded: list[str] = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
     chain = [*forwarded, remote]
     networks = _trusted_networks()
     if networks:
@@ -136,7 +136,7 @@ def client_bucket(address: str) -> str:
     return str(parsed)
 
 
-def client_identity(request: HttpRequest, *, user: AbstractBaseUser | AnonymousUser | None = None) -> str:
+def client_identity(request: HttpRequest, *, user: User | AnonymousUser | None = None) -> str:
     """Return who is posting, for rate limits and idempotency keys.
 
     The signed-in user (or the user an API token belongs to: every token has one) if any,

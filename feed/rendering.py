@@ -26,7 +26,7 @@ def comment_as_dict(comment: Comment) -> dict[str, Any]:
         "feed": comment.feed.slug,
         "author": comment.author,
         # The signed-in author's username; None for a guest, whose `author` is a display name.
-        "user": comment.user.get_username() if comment.user_id is not None else None,
+        "user": comment.user.get_username() if comment.user is not None else None,
         # A removed comment's body is blanked in its row too; never shown either way.
         "body": "" if comment.removed else comment.body,
         "reply_to": comment.reply_to_id,

@@ -11,7 +11,7 @@ from feed.models import Comment, Event, Feed
 from feed.services import feed_check_can_read, feed_readable_filter
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 MAX_LIMIT = 200
 
@@ -21,7 +21,7 @@ def feeds_all() -> QuerySet[Feed]:
     return Feed.objects.order_by("slug")
 
 
-def feeds_readable(*, user: AbstractBaseUser | AnonymousUser | None) -> QuerySet[Feed]:
+def feeds_readable(*, user: User | AnonymousUser | None) -> QuerySet[Feed]:
     """Return the feeds the user may read, by slug, in one query: others' members-only feeds are left out."""
     return feeds_all().filter(feed_readable_filter(user=user))
 
@@ -57,7 +57,7 @@ def feed_get(*, slug: str) -> Feed:
     return get_object_or_404(Feed, slug=slug)
 
 
-def feed_get_readable(*, slug: str, user: AbstractBaseUser | AnonymousUser | None) -> Feed:
+def feed_get_readable(*, slug: str, user: User | AnonymousUser | None) -> Feed:
     """Return the feed with this slug if the user may read it; raise Http404 alike when unknown or hidden."""
     feed = feed_get(slug=slug)
     feed_check_can_read(feed=feed, user=user)

@@ -33,7 +33,7 @@ from feed.text import clean_body, clean_name
 from livefeed.metrics import COMMENTS_CREATED_TOTAL, PUBLISH_FAILURES_TOTAL
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ReadingNotAllowed(Http404):
         super().__init__(FEED_NOT_FOUND)
 
 
-def feed_readable_filter(*, user: AbstractBaseUser | AnonymousUser | None) -> Q:
+def feed_readable_filter(*, user: User | AnonymousUser | None) -> Q:
     """Return the condition on Feed rows that the user may read: the one read rule.
 
     Open feeds (anonymous posting) are public; a members-only feed is read by its members and
@@ -85,7 +85,7 @@ def feed_readable_filter(*, user: AbstractBaseUser | AnonymousUser | None) -> Q:
     return Q(allow_anonymous=True) | Q(pk__in=memberships)
 
 
-def feed_check_can_read(*, feed: Feed, user: AbstractBaseUser | AnonymousUser | None) -> None:
+def feed_check_can_read(*, feed: Feed, user: User | AnonymousUser | None) -> None:
     """Raise ReadingNotAllowed (a 404) unless the user may read the feed (page, API and stream alike)."""
     if feed.allow_anonymous:
         return  # the rule's first case, without a query
@@ -93,7 +93,7 @@ def feed_check_can_read(*, feed: Feed, user: AbstractBaseUser | AnonymousUser | 
         raise ReadingNotAllowed()
 
 
-def feed_check_can_post(*, feed: Feed, user: AbstractBaseUser | AnonymousUser | None) -> None:
+def feed_check_can_post(*, feed: Feed, user: User | AnonymousUser | None) -> None:
     """Raise ReadingNotAllowed (a 404) unless the user may post to the feed.
 
     Whoever may read a feed may post to it: anyone on an open feed, members and staff on a
@@ -108,7 +108,7 @@ def comment_validate(
     feed: Feed,
     author: str,
     body: str,
-    user: AbstractBaseUser | AnonymousUser | None = None,
+    user: User | AnonymousUser | None = None,
     reply_to: int | None = None,
 ) -> tuple[str, str]:
     """Return the cleaned (author, body), or raise ValidationError with field errors.
@@ -155,7 +155,7 @@ def comment_create(
     feed: Feed,
     author: str,
     body: str,
-    user: AbstractBaseUser | AnonymousUser | None = None,
+    user: User | AnonymousUser | None = None,
     reply_to: int | None = None,
 ) -> Comment:
     """Validate and save a comment with the feed's next seq, and publish it once committed.
@@ -172,7 +172,7 @@ def _comment_insert(
     feed: Feed,
     author: str,
     body: str,
-    user: AbstractBaseUser | AnonymousUser | None,
+    user: User | AnonymousUser | None,
     reply_to: int | None = None,
 ) -> Comment:
     """Save a checked and cleaned comment with the feed's next seq; publish it once committed.
@@ -300,7 +300,7 @@ def _comment_insert_once(
     request_body: str,
     author: str,
     body: str,
-    user: AbstractBaseUser | AnonymousUser | None,
+    user: User | AnonymousUser | None,
     client: str,
     key: str,
     reply_to: int | None = None,
@@ -370,7 +370,7 @@ def comment_submit(
     feed: Feed,
     author: str,
     body: str,
-    user: AbstractBaseUser | AnonymousUser | None = None,
+    user: User | AnonymousUser | None = None,
     client: str,
     idempotency_key: str | None = None,
     reply_to: int | None = None,

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_POST, require_safe
+from django_htmx.middleware import HtmxDetails
 
 from feed.forms import CommentForm
 from feed.models import Comment, Feed
@@ -24,13 +25,19 @@ from feed.services import (
 )
 
 
+class HtmxHttpRequest(HttpRequest):
+    """A request through django-htmx's middleware (for type checking: it has ``htmx``)."""
+
+    htmx: HtmxDetails
+
+
 @require_safe
 def feed_index(request: HttpRequest) -> HttpResponse:
     return render(request, "feed/index.html", {"feeds": feeds_readable(user=request.user)})
 
 
 @require_safe
-def feed_page(request: HttpRequest, slug: str) -> HttpResponse:
+def feed_page(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     try:
         feed = feed_get_readable(slug=slug, user=request.user)
     except Http404:
@@ -48,7 +55,7 @@ def feed_page(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
-def comment_post(request: HttpRequest, slug: str) -> HttpResponse:
+def comment_post(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """Post a comment. htmx gets the form fragment back; the comment itself arrives live.
 
     A feed the poster may not read is a 404 (ReadingNotAllowed), as for an unknown slug.

@@ -36,12 +36,15 @@ install_server_adapter()  # frames straight to the socket, slow readers, SIGTERM
 quiet_probes_in_access_log()
 start_heartbeat()  # this process's entry on /ops/
 
+# Each app below is an ASGI 3 callable, but the type hints of Django (ASGIHandler), asgiref
+# (whose ASGIApplication includes ASGI 2 classes), types-channels (URLRouter wants its own
+# URLPattern subclass) and django-stubs (re_path() takes views) do not fit one another.
 application = ProtocolTypeRouter(
     {
-        "http": RequestBodyLimitMiddleware(django_asgi_app),
+        "http": RequestBodyLimitMiddleware(django_asgi_app),  # type: ignore[arg-type]
         "websocket": OriginValidator(
             WebSocketsPerClientLimit(
-                AuthMiddlewareStack(URLRouter([*websocket_urlpatterns, re_path(r"", refuse_unrouted)]))
+                AuthMiddlewareStack(URLRouter([*websocket_urlpatterns, re_path(r"", refuse_unrouted)]))  # type: ignore[arg-type, list-item]
             )
         ),
     }

@@ -98,8 +98,9 @@ def live_settings_errors() -> list[Error]:
 
 
 def _layer_config() -> dict[str, Any]:
-    layer = settings.CHANNEL_LAYERS.get("default", {})
-    return layer.get("CONFIG", {}) if layer.get("BACKEND") == "channels_redis.core.RedisChannelLayer" else {}
+    layer: dict[str, Any] = settings.CHANNEL_LAYERS.get("default", {})
+    config: dict[str, Any] = layer.get("CONFIG", {}) if layer.get("BACKEND") == "channels_redis.core.RedisChannelLayer" else {}
+    return config
 
 
 def redis_settings_errors() -> list[Error]:

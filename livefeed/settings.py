@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import overload
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -44,7 +45,13 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def env_number(name: str, default: float, kind: type = float) -> float:
+@overload
+def env_number(name: str, default: float) -> float: ...
+@overload
+def env_number(name: str, default: int, kind: type[int]) -> int: ...
+@overload
+def env_number(name: str, default: float, kind: type[float]) -> float: ...
+def env_number(name: str, default: float, kind: type[float] = float) -> float:
     """Return the variable as a number (`kind`: int or float); a malformed value names the variable."""
     value = os.environ.get(name)
     if value is None or value.strip() == "":

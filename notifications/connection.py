@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from notifications import live_metrics, server_adapter
@@ -110,7 +110,7 @@ class Connection:
         *,
         stream: StreamKey,
         json_mode: bool,
-        send: Callable[[dict[str, Any]], Any],
+        send: Callable[[Any], Awaitable[None]],  # ASGI send (asgiref's event types make optional keys required)
         protocol: Any | None,
         conf: LiveSettings,
     ) -> None:

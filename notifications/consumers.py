@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -31,6 +32,8 @@ from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from channels.consumer import _ChannelScope
+
     from notifications import session_watch as session_watch_module
 
 
@@ -46,7 +49,7 @@ def feed_for_reader(*, slug: str, user: Any) -> Feed | None:
     return feed
 
 
-def stream_format(scope: dict[str, Any]) -> str | None:
+def stream_format(scope: Mapping[str, Any]) -> str | None:
     """Return "html" or "json" from the query string, None for anything else."""
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("format", ["html"])
     return values[0] if len(values) == 1 and values[0] in ("html", "json") else None
@@ -60,11 +63,11 @@ class FeedConsumer(AsyncWebsocketConsumer):
     conn: Connection | None = None
     session_watch: session_watch_module.WatchedSocket | session_watch_module.CredentialWatch | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: _ChannelScope, receive: Any, send: Any) -> None:
         # AsyncConsumer.__call__ without a channel layer, minus await_many_dispatch: with one
         # source it only adds a task and an asyncio.wait per message (about 1.5 KB per socket).
         self.scope = scope
-        self.channel_layer = None
+        self.channel_layer = None  # type: ignore[assignment]  # as channels does for an alias with no layer; its stub omits None
         self.base_send = send
         try:
             while True:
@@ -101,6 +104,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
         if not feed.allow_anonymous:
             # Members-only: the stream ends when the reader's session or right to read does.
             conn = self.conn
+            assert conn is not None  # set by start_stream
             self.session_watch = session_watch_start(
                 scope=self.scope, feed_id=feed.pk, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED)
             )

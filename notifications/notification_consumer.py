@@ -9,6 +9,7 @@ the reader is the signed-in user (session cookie) or the owner of the
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -18,9 +19,9 @@ from notifications.session_watch import CLOSE_SESSION_ENDED, credential_watch_st
 from notifications.streams import UserKind, user_stream
 
 
-def bearer_secret(scope: dict[str, Any]) -> str | None:
+def bearer_secret(scope: Mapping[str, Any]) -> str | None:
     """Return the token of an ``Authorization: Bearer`` handshake header, "" if malformed, None if absent."""
-    values = [value for name, value in scope.get("headers", []) if name.lower() == b"authorization"]
+    values: list[bytes] = [value for name, value in scope.get("headers", []) if name.lower() == b"authorization"]
     if not values:
         return None
     scheme, _, secret = values[0].decode("latin-1").strip().partition(" ")
@@ -57,6 +58,7 @@ class NotificationConsumer(FeedConsumer):
             return
         # The stream ends when the session or the token that opened it does (signed out, revoked).
         conn = self.conn
+        assert conn is not None  # set by start_stream
         if by_session:
             self.session_watch = session_watch_start(
                 scope=self.scope, feed_id=None, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED)

@@ -16,7 +16,7 @@ from feed.services import ReadingNotAllowed, feed_check_can_read
 from notifications.models import Notification, NotificationCounter
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 MAX_LIMIT = 200
 
@@ -27,7 +27,7 @@ class NotificationSummary:
     last_seq: int
 
 
-def _readable_feed_ids(*, user: AbstractBaseUser, feed_ids: set[int]) -> set[int]:
+def _readable_feed_ids(*, user: User, feed_ids: set[int]) -> set[int]:
     readable: set[int] = set()
     for feed in Feed.objects.filter(pk__in=feed_ids):
         try:
@@ -38,7 +38,7 @@ def _readable_feed_ids(*, user: AbstractBaseUser, feed_ids: set[int]) -> set[int
     return readable
 
 
-def _visible(user: AbstractBaseUser) -> QuerySet[Notification]:
+def _visible(user: User) -> QuerySet[Notification]:
     queryset = Notification.objects.filter(user=user)
     feed_ids = set(queryset.values_list("feed_id", flat=True).distinct())
     return queryset.filter(feed_id__in=_readable_feed_ids(user=user, feed_ids=feed_ids))
@@ -48,18 +48,18 @@ def _with_comment(queryset: QuerySet[Notification]) -> QuerySet[Notification]:
     return queryset.select_related("feed", "comment", "comment__feed", "comment__user", "comment__reply_to")
 
 
-def notifications_after(*, user: AbstractBaseUser, after_seq: int, limit: int = 50) -> list[Notification]:
+def notifications_after(*, user: User, after_seq: int, limit: int = 50) -> list[Notification]:
     """Return up to `limit` of the user's notifications with seq > after_seq, in ascending seq."""
     limit = max(1, min(limit, MAX_LIMIT))
     return list(_with_comment(_visible(user).filter(seq__gt=after_seq)).order_by("seq")[:limit])
 
 
-def notifications_latest(*, user: AbstractBaseUser, limit: int = 50) -> list[Notification]:
+def notifications_latest(*, user: User, limit: int = 50) -> list[Notification]:
     """Return the user's newest `limit` notifications, newest first."""
     return list(_with_comment(_visible(user)).order_by("-seq")[: max(1, min(limit, MAX_LIMIT))])
 
 
-def notifications_unread_count(*, user: AbstractBaseUser) -> int:
+def notifications_unread_count(*, user: User) -> int:
     """Return how many of the user's notifications are unread.
 
     One query when nothing is unread (the common case for the header); then one to check
@@ -78,13 +78,13 @@ def notifications_unread_count(*, user: AbstractBaseUser) -> int:
     return sum(count for feed_id, count in per_feed.items() if feed_id in readable)
 
 
-def notification_last_seq(*, user: AbstractBaseUser) -> int:
+def notification_last_seq(*, user: User) -> int:
     """Return the seq of the user's newest notification (0 when there is none)."""
     counter = NotificationCounter.objects.filter(user_id=user.pk).values_list("last_seq", flat=True).first()
     return counter or 0
 
 
-def notification_summary(*, user: AbstractBaseUser) -> NotificationSummary:
+def notification_summary(*, user: User) -> NotificationSummary:
     """Return the user's unread count and newest notification seq."""
     return NotificationSummary(unread=notifications_unread_count(user=user), last_seq=notification_last_seq(user=user))
 

@@ -1,6 +1,7 @@
 """Writes of a person's notifications: creating them with a comment, and marking them read."""
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -11,27 +12,27 @@ from feed.services import ReadingNotAllowed, feed_check_can_read
 from notifications.models import Notification, NotificationCounter
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 # One comment notifies at most this many people.
 MAX_NOTIFIED_PER_COMMENT = 20
 
 
-def _recipients(*, comment: Comment, feed: Feed) -> list[tuple[AbstractBaseUser, str]]:
+def _recipients(*, comment: Comment, feed: Feed) -> list[tuple[User, str]]:
     """Return (user, kind) for each person the comment should notify, replied-to author first.
 
     Never the comment's own author; once per person (a reply that also mentions is a reply);
     only active users who may read the feed; at most MAX_NOTIFIED_PER_COMMENT.
     """
-    candidates: dict[int, tuple[AbstractBaseUser, str]] = {}
+    candidates: dict[int, tuple[User, str]] = {}
     parent = comment.reply_to
-    if parent is not None and parent.user_id is not None and parent.user.is_active:
-        candidates[parent.user_id] = (parent.user, Notification.Kind.REPLY)
+    if parent is not None and parent.user is not None and parent.user.is_active:
+        candidates[parent.user.pk] = (parent.user, Notification.Kind.REPLY)
     for user in mentioned_users(comment.body):
         candidates.setdefault(user.pk, (user, Notification.Kind.MENTION))
     if comment.user_id is not None:
         candidates.pop(comment.user_id, None)
-    chosen: list[tuple[AbstractBaseUser, str]] = []
+    chosen: list[tuple[User, str]] = []
     for user, kind in candidates.values():
         try:
             feed_check_can_read(feed=feed, user=user)
@@ -75,11 +76,11 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
     NotificationCounter.objects.bulk_update(counters.values(), ["last_seq"])
     Notification.objects.bulk_create(notifications)
     for notification in notifications:
-        transaction.on_commit(lambda n=notification: _publish_created(n))
+        transaction.on_commit(partial(_publish_created, notification))
     return notifications
 
 
-def notifications_mark_read(*, user: AbstractBaseUser, up_to: int) -> int:
+def notifications_mark_read(*, user: User, up_to: int) -> int:
     """Mark the user's notifications with seq <= up_to read; return how many changed.
 
     Publishes a `notifications.read` event to the user once committed.
@@ -97,7 +98,7 @@ def _publish_created(notification: Notification) -> None:
     publish_user_event(notification.user_id, notification_created_event(notification))
 
 
-def _publish_read(user: AbstractBaseUser, up_to: int) -> None:
+def _publish_read(user: User, up_to: int) -> None:
     from notifications.events import notifications_read_event
     from notifications.publishing import publish_user_event
 

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
 from types import SimpleNamespace
@@ -201,7 +201,7 @@ def access_watcher() -> AccessWatcher:
 
 
 def session_watch_start(
-    *, scope: dict[str, Any], feed_id: int | None, on_ended: Callable[[], None]
+    *, scope: Mapping[str, Any], feed_id: int | None, on_ended: Callable[[], None]
 ) -> WatchedSocket | None:
     """Watch a members-only socket (or, with feed_id None, a person's notification socket);
     call `on_ended` once its reader's right to read ends.

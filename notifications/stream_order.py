@@ -52,12 +52,12 @@ class StreamOrder:
         gaps (a removal is an event of its own); a person's stream skips the notifications of
         feeds they can no longer read, and a row deleted outright leaves a gap in any stream.
         """
-        cursor = self.cursor
-        if cursor is None:
+        if self.cursor is None:
             for event in events:
                 if len(self.held) < self.max_held:
                     self.held[event.seq] = event
             return []
+        cursor = self.cursor
         if db_after is not None and db_after == cursor and events and events[0].seq > cursor + 1:
             logger.warning("%s has no events %d..%d; skipping them", self.name, cursor + 1, events[0].seq - 1)
             self.cursor = events[0].seq - 1

@@ -157,7 +157,7 @@ class UserKind(StreamKind):
 
         return user_group_name(stream_id)
 
-    def interface(self) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    def interface(self) -> tuple[Callable[..., Any], Callable[..., dict[int, int]], Callable[..., Any]]:
         """Return (notification_stream_after, notification_last_seqs, notification_created_event); raise ImportError."""
         from notifications import events
 
@@ -166,7 +166,7 @@ class UserKind(StreamKind):
             return (
                 selectors.notification_stream_after,
                 selectors.notification_last_seqs,
-                events.notification_created_event,  # type: ignore[attr-defined]
+                events.notification_created_event,
             )
         except AttributeError as exc:
             raise ImportError(str(exc)) from exc

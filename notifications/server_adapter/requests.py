@@ -78,7 +78,7 @@ def _request_too_slow(channel: Any) -> None:
 
 
 def _deadline_factory_class(base: type) -> type:
-    class DeadlineHTTPFactory(base):  # type: ignore[misc, valid-type]
+    class DeadlineHTTPFactory(base):
         def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (Twisted's name)
             protocol = super().buildProtocol(addr)
             if protocol is not None:
@@ -89,7 +89,7 @@ def _deadline_factory_class(base: type) -> type:
 
 
 def _limited_request_class(base: type) -> type:
-    class LimitedWebRequest(base):  # type: ignore[misc, valid-type]
+    class LimitedWebRequest(base):
         livefeed_limits = True
         _body_refused = False
         _body_received = 0

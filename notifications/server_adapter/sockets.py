@@ -6,6 +6,7 @@ frame and per reader: they check nothing themselves.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 # Where daphne's protocol object is put in a WebSocket scope (see daphne.install).
@@ -15,7 +16,7 @@ PROTOCOL_SCOPE_KEY = "livefeed.daphne_protocol"
 fast_path = {"raw_writes": True, "unsent_bytes": True}
 
 
-def socket_of(scope: dict[str, Any]) -> Any | None:
+def socket_of(scope: Mapping[str, Any]) -> Any | None:
     """Return the server's protocol object for a WebSocket scope, None under another server."""
     return scope.get(PROTOCOL_SCOPE_KEY)
 
@@ -149,7 +150,7 @@ def forget_handshake(sock: Any) -> None:
     with it the whole HTTP request; autobahn keeps the raw request and its parsed headers.
     None of it is used once the socket is open.
     """
-    transport = getattr(sock, "transport", None)
+    transport: Any = getattr(sock, "transport", None)
     producer = getattr(transport, "producer", None)
     if producer is not None and producer is not sock:
         # Its idle timer holds it too, and would abort the socket when it fires.

@@ -19,7 +19,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, username: str, name: str, **options: Any) -> None:
         max_name = ApiToken._meta.get_field("name").max_length
-        if len(name) > max_name:  # PostgreSQL would refuse the row with a DataError
+        if max_name is not None and len(name) > max_name:  # PostgreSQL would refuse the row with a DataError
             raise CommandError(f"--name takes at most {max_name} characters.")
         User = get_user_model()
         try:
