@@ -18,7 +18,7 @@ from feed.services import FeedAccessDenied, feed_check_can_read
 from livefeed.metrics import PUBLISH_FAILURES_TOTAL
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class RemovalNotAllowed(FeedAccessDenied):
         )
 
 
-def feed_is_moderated_by(*, feed: Feed, user: AbstractBaseUser | AnonymousUser | None) -> bool:
+def feed_is_moderated_by(*, feed: Feed, user: User | AnonymousUser | None) -> bool:
     """Return True if the user may remove any comment of the feed: active staff or one of its moderators."""
     if user is None or not user.is_authenticated or not getattr(user, "is_active", False):
         return False
@@ -44,7 +44,7 @@ def feed_is_moderated_by(*, feed: Feed, user: AbstractBaseUser | AnonymousUser |
     return Feed.moderators.through.objects.filter(feed_id=feed.pk, user_id=user.pk).exists()
 
 
-def comment_can_remove(*, comment: Comment, user: AbstractBaseUser | AnonymousUser | None) -> bool:
+def comment_can_remove(*, comment: Comment, user: User | AnonymousUser | None) -> bool:
     """Return True if the user may remove the comment: staff, the feed's moderators, its signed-in author."""
     if user is None or not user.is_authenticated or not getattr(user, "is_active", False):
         return False
@@ -53,7 +53,7 @@ def comment_can_remove(*, comment: Comment, user: AbstractBaseUser | AnonymousUs
     return feed_is_moderated_by(feed=comment.feed, user=user)
 
 
-def comment_remove(*, comment: Comment, by: AbstractBaseUser | AnonymousUser | None) -> bool:
+def comment_remove(*, comment: Comment, by: User | AnonymousUser | None) -> bool:
     """Remove the comment as `by`; return True if removed now, False if it was removed already.
 
     Raises ReadingNotAllowed (a 404) when `by` may not read the feed, RemovalNotAllowed when
@@ -85,7 +85,7 @@ def comment_remove(*, comment: Comment, by: AbstractBaseUser | AnonymousUser | N
     return True
 
 
-def comments_remove(*, comments: list[Comment], by: AbstractBaseUser | AnonymousUser | None) -> int:
+def comments_remove(*, comments: list[Comment], by: User | AnonymousUser | None) -> int:
     """Remove each comment as `by` (one event each); return how many were removed now."""
     return sum(1 for comment in comments if comment_remove(comment=comment, by=by))
 
@@ -93,7 +93,7 @@ def comments_remove(*, comments: list[Comment], by: AbstractBaseUser | Anonymous
 def _copy_removal(source: Comment, target: Comment) -> None:
     target.body = source.body
     target.removed_at = source.removed_at
-    target.removed_by_id = source.removed_by_id  # type: ignore[attr-defined]
+    target.removed_by_id = source.removed_by_id
 
 
 def _publish(event: Event) -> None:

@@ -104,7 +104,7 @@ def comment_post(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
-def comment_remove_post(request: HttpRequest, slug: str, comment_id: int) -> HttpResponse:
+def comment_remove_post(request: HtmxHttpRequest, slug: str, comment_id: int) -> HttpResponse:
     """Remove a comment (the page's "remove" action, CSRF-protected).
 
     htmx gets an empty 200 (its `hx-swap="delete"` drops the article at once; every other

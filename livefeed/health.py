@@ -131,15 +131,17 @@ class ProbeMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
-        if iscoroutinefunction(self):
+        if self.is_async:
             return self._acall(request)
         path = request.path_info
         if request.method not in ("GET", "HEAD") or path not in ("/healthz", "/readyz", "/metrics"):
-            return self.get_response(request)
+            response: HttpResponseBase = self.get_response(request)
+            return response
         if path == "/readyz":
             return _readiness_response(*async_to_sync(readiness)())
         return _health_response() if path == "/healthz" else _metrics_response(request)
@@ -147,7 +149,8 @@ class ProbeMiddleware:
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         path = request.path_info
         if request.method not in ("GET", "HEAD") or path not in ("/healthz", "/readyz", "/metrics"):
-            return await self.get_response(request)
+            response: HttpResponseBase = await self.get_response(request)
+            return response
         if path == "/readyz":
             return _readiness_response(*await readiness())
         return _health_response() if path == "/healthz" else _metrics_response(request)

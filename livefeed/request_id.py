@@ -41,7 +41,7 @@ def _from_trusted_proxy(request: HttpRequest) -> bool:
 
 def request_id_for(request: HttpRequest) -> str:
     """Return the proxy's id for this request if it may be trusted and is well-formed, else a new one."""
-    given = request.META.get("HTTP_X_REQUEST_ID", "")
+    given: str = request.META.get("HTTP_X_REQUEST_ID", "")
     if given and _VALID.fullmatch(given) and _from_trusted_proxy(request):
         return given
     return uuid.uuid4().hex
@@ -55,16 +55,17 @@ class RequestIdMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
-        if iscoroutinefunction(self):
+        if self.is_async:
             return self._acall(request)
         request_id = request.request_id = request_id_for(request)  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         try:
-            response = self.get_response(request)
+            response: HttpResponseBase = self.get_response(request)
         finally:
             request_id_var.reset(token)
         response[HEADER] = request_id
@@ -74,7 +75,7 @@ class RequestIdMiddleware:
         request_id = request.request_id = request_id_for(request)  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         try:
-            response = await self.get_response(request)
+            response: HttpResponseBase = await self.get_response(request)
         finally:
             request_id_var.reset(token)
         response[HEADER] = request_id

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 import unittest
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.test.runner import DiscoverRunner
@@ -28,14 +28,15 @@ class LiveFeedTestRunner(DiscoverRunner):
         self.log_path = os.path.join(tempfile.mkdtemp(prefix="livefeed-tests-"), "test.log")
         # Edit LOGGING itself: every django.setup() (livefeed.asgi calls it on import) configures
         # logging again from it.
-        for handler in settings.LOGGING.get("handlers", {}).values():
+        handlers = cast("dict[str, dict[str, Any]]", settings.LOGGING.get("handlers", {}))
+        for handler in handlers.values():
             if handler.get("class") == "logging.StreamHandler":
                 handler.pop("stream", None)
                 handler.update({"class": "logging.FileHandler", "filename": self.log_path, "encoding": "utf-8"})
         configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
         logging.captureWarnings(True)
 
-    def run_suite(self, suite: unittest.TestSuite, **kwargs: Any) -> unittest.TestResult:
+    def run_suite(self, suite: unittest.TestSuite, **kwargs: Any) -> unittest.TextTestResult:
         result = super().run_suite(suite, **kwargs)
         if result.skipped:
             self._write(f"\nSkipped ({len(result.skipped)}):")

@@ -100,7 +100,7 @@ def notification_last_seqs(*, user_ids: list[int]) -> dict[int, int]:
     return dict(NotificationCounter.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
 
 
-def notification_header_summary(*, user: AbstractBaseUser) -> NotificationSummary:
+def notification_header_summary(*, user: User) -> NotificationSummary:
     """Return what every page's header shows: the unread count and the newest seq to resume after.
 
     One query when nothing is unread (the newest seq and whether any is unread, together);

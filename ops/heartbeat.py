@@ -36,9 +36,10 @@ def slot_keys() -> list[str]:
 
 def _counter(metric: Any) -> float:
     """Return a counter's value summed over its labels."""
-    return sum(
+    total: float = sum(
         sample.value for family in metric.collect() for sample in family.samples if sample.name.endswith("_total")
     )
+    return total
 
 
 def _delivery_buckets() -> list[float]:

@@ -93,7 +93,7 @@ def quantile(buckets: list[float], q: float) -> float | None:
 
 def _delta(first: dict[str, Any], last: dict[str, Any], key: str) -> float:
     # A counter lower than before means the process restarted (a new instance id makes a new row).
-    return max(0.0, last[key] - first[key])
+    return max(0.0, float(last[key]) - float(first[key]))
 
 
 def _bucket_delta(first: dict[str, Any], last: dict[str, Any]) -> list[float]:
@@ -161,7 +161,8 @@ def ops_summary() -> OpsSummary:
     """Return everything /ops/ shows, from the heartbeats and one database query."""
     now = time.time()
     beats, cache_ok = heartbeats()
-    instances, watching = [], {}
+    instances: list[Any] = []
+    watching: dict[str, int] = {}
     fills = failures = 0.0
     buckets: list[float] = []
     for beat in beats:

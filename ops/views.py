@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from feed.views import HtmxHttpRequest
 from ops.selectors import ops_summary
 
 
@@ -23,7 +24,7 @@ def _duration(seconds: float | None) -> str:
 @require_GET
 @never_cache
 @staff_member_required
-def ops_page(request: HttpRequest) -> HttpResponse:
+def ops_page(request: HtmxHttpRequest) -> HttpResponse:
     """Render the operations page, or only its live part for htmx's polling."""
     summary = ops_summary()
     context = {
