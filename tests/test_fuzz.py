@@ -295,6 +295,10 @@ class ApiAcceptsWhatTheSchemaAllowsTests(TestCase):
         club.members.add(member)
         _, cls.token = api_token_issue(user=member)
         comment_create(feed=demo, author="ann", body="first")
+        # Ids the schema cannot know: a comment of each feed to answer (reply_to), and one of the
+        # member's own to remove (a DELETE's comment_id; removing it again is 204 too).
+        cls.reply_target = {feed.slug: comment_create(feed=feed, author="ann", body="answer me", user=member if feed is club else None).pk for feed in (demo, club)}
+        cls.removable = {feed.slug: comment_create(feed=feed, author="member", body="mine", user=member).pk for feed in (demo, club)}
 
     def test_every_request_the_schema_allows_is_accepted(self):
         """Generated valid requests to every operation answer 2xx; the only other answer allowed is the
@@ -315,6 +319,10 @@ class ApiAcceptsWhatTheSchemaAllowsTests(TestCase):
                 def run(case, slug):
                     if "slug" in (case.path_parameters or {}):
                         case.path_parameters["slug"] = slug  # real feeds: a made-up slug is rightly a 404
+                    if "comment_id" in (case.path_parameters or {}):
+                        case.path_parameters["comment_id"] = self.removable[slug]  # a made-up id is rightly a 404
+                    if isinstance(case.body, dict) and case.body.get("reply_to") is not None:
+                        case.body["reply_to"] = self.reply_target[slug]  # an id of another feed is rightly a 400
                     response = case.call(headers=headers)
                     try:
                         answer = response.json()
