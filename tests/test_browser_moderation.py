@@ -105,6 +105,11 @@ class ModerationBrowserTests(ScreenshotOnFailureMixin, MultiInstanceTestCase):
         self.window_b.wait_for(lambda: self.window_b.count_of(self.doomed.pk) == 0, timeout=REMOVAL_DEADLINE,
                                message="the removed comment gone from window B")
         elapsed = time.monotonic() - clicked
+        # Screen readers hear it: one polite sentence in the page's announcer.
+        self.window_b.wait_for(
+            lambda: "A comment by zed was removed." in self.find(self.window_b, "#announcer").get_attribute("textContent"),
+            message="the removal announced in window B",
+        )
         self.window_a.wait_for(lambda: self.window_a.count_of(self.doomed.pk) == 0, message="gone from window A")
         self.assertLess(elapsed, REMOVAL_DEADLINE)
         for browser in (self.window_a, self.window_b):

@@ -135,7 +135,16 @@
       // or already removed by this page's own "Remove"): nothing to do, and htmx would log
       // a missing target as an error.
       var removal = removalTarget(evt.detail.message);
-      if (removal && !document.getElementById(removal)) evt.preventDefault();
+      var shown = removal && document.getElementById(removal);
+      if (removal && !shown) evt.preventDefault();
+      if (shown && window.LiveFeed && window.LiveFeed.announce) {
+        // Said politely and not more than once in a while: a burst of removals is one message.
+        var author = shown.querySelector(".comment-author");
+        window.LiveFeed.announce(
+          author ? "A comment by " + author.textContent + " was removed." : "A comment was removed.",
+          { key: "removed", every: 5000 }
+        );
+      }
       return;
     }
     var seq = parseInt(article.getAttribute("data-seq"), 10);
