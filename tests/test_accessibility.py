@@ -229,6 +229,41 @@ class AxeAuditTests(BrowserAccessibilityTestCase):
         self.assertTrue(page.find(BODY_FIELD).is_displayed(), "a member cannot post")
         self.audit("a members-only live feed, signed in")
 
+    def test_account_pages_with_and_without_errors(self):
+        """Sign-in and sign-up, blank and after a failed attempt (errors shown inline)."""
+        driver = self.browser.driver
+        for path, what in (("/accounts/login/", "sign-in"), ("/accounts/signup/", "sign-up")):
+            driver.get(self.server.http_url(path))
+            self.browser.wait_for(lambda: driver.find_elements("css selector", "main form"), message=f"the {what} form")
+            self.audit(f"the {what} page")
+            driver.find_element("id", "id_username").send_keys("nobody")
+            for password in driver.find_elements("css selector", "main input[type='password']"):
+                password.send_keys("x")  # wrong, or too short and common: the server says so inline
+            driver.find_element("css selector", "main form button[type='submit']").click()
+            self.browser.wait_for(
+                lambda: driver.find_elements("css selector", "[aria-invalid='true'], .errorlist, [role='alert']"),
+                message=f"the {what} errors",
+            )
+            self.audit(f"the {what} page with errors")
+
+    def test_notifications_ops_and_reply_pages_signed_in(self):
+        """The notifications list (with an unread mention), the operations page and a reply form, as staff."""
+        feed = Feed.objects.create(slug=self.slug, title="Talk", allow_anonymous=True)
+        self.sign_in_as_staff()
+        staffer = get_user_model().objects.get(username="staffer")
+        first = comment_create(feed=feed, author="Ann", body="hello @staffer")
+        driver = self.browser.driver
+        driver.get(self.server.http_url("/notifications/"))
+        self.browser.wait_for(lambda: "hello" in driver.find_element("css selector", "main").text, message="the mention listed")
+        self.audit("the notifications page, one unread")
+        driver.get(self.server.http_url("/ops/"))
+        self.browser.wait_for(lambda: driver.find_elements("css selector", "main table"), message="the operations page")
+        self.audit("the operations page")
+        self.open_feed(query=f"?reply_to={first.pk}")
+        self.assertIn("Replying to Ann", driver.find_element("id", "comment-form").text)
+        self.assertTrue(staffer.is_staff)
+        self.audit("a feed page replying to a comment, with remove actions")
+
 
 class LiveAnnouncementTests(BrowserAccessibilityTestCase):
     """New comments reach screen readers once each, politely; other code can announce too."""
