@@ -210,7 +210,9 @@ class System:
 
     def start(self) -> None:
         self.stack.start_redis()
-        self.env = env = {"REDIS_URL": self.stack.redis_url, "DEBUG": "1", "FEED_POST_RATE": "off", "LOG_LEVEL": "WARNING",
+        # FEED_POST_RATE off: one poster posts every comment; WS_MAX_PER_CLIENT off: every reader
+        # comes from the same loopback address (the per-address limit would close all but 100 per process).
+        self.env = env = {"REDIS_URL": self.stack.redis_url, "DEBUG": "1", "FEED_POST_RATE": "off", "WS_MAX_PER_CLIENT": "0", "LOG_LEVEL": "WARNING",
                "PYTHONUNBUFFERED": "1"}
         if self.name == "project":
             env["LOG_LEVEL"] = "INFO"  # for the hub's delivery counts at shutdown (hub_deliveries)
