@@ -74,8 +74,8 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
         )
     NotificationCounter.objects.bulk_update(counters.values(), ["last_seq"])
     Notification.objects.bulk_create(notifications)
-    for notification in notifications:
-        transaction.on_commit(lambda n=notification: _publish_created(n))
+    # One callback for all of them: their events are rendered together (one unread-count query).
+    transaction.on_commit(lambda: _publish_created(notifications))
     return notifications
 
 
@@ -90,11 +90,12 @@ def notifications_mark_read(*, user: AbstractBaseUser, up_to: int) -> int:
     return changed
 
 
-def _publish_created(notification: Notification) -> None:
+def _publish_created(notifications: list[Notification]) -> None:
+    from notifications.events import notification_created_events
     from notifications.publishing import publish_user_event
-    from notifications.events import notification_created_event
 
-    publish_user_event(notification.user_id, notification_created_event(notification))
+    for notification, event in zip(notifications, notification_created_events(notifications)):
+        publish_user_event(notification.user_id, event)
 
 
 def _publish_read(user: AbstractBaseUser, up_to: int) -> None:
