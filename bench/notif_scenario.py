@@ -54,7 +54,9 @@ async def run_notifications(bench: Bench) -> dict[str, Any]:
     urls = [f"ws://{HOST}:{ports[i % len(ports)]}/ws/notifications/?format=json" for i in range(len(people))]
     tokens = [(pk, secret) for pk, _, secret in people]
     hello = json.dumps({"type": "resume", "after": 0}).encode()  # new users: nothing to replay yet
-    connect = await bench.workers.connect(urls, hello=hello, concurrency=200, timeout=60, tokens=tokens)
+    connect = await bench.workers.connect(
+        urls, hello=hello, concurrency=args.notif_connect_concurrency, timeout=60, tokens=tokens
+    )
     bench.log(f"notifications: sockets {connect}")
     connect_settle = await bench.quiet("connecting the notification sockets")
     await bench.workers.take()  # nothing expected yet; start from empty records

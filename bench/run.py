@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--notif-seconds", type=float, default=10.0)
     parser.add_argument("--notif-mentions", type=int, default=10, help="notifications: users mentioned per comment")
     parser.add_argument("--notif-seed", type=int, default=11, help="notifications: seed of the random mentions")
+    parser.add_argument("--notif-connect-concurrency", type=int, default=50,
+                        help="notifications: handshakes in flight (each looks its token up in the database)")
     parser.add_argument("--servers", type=int, default=2, help="daphne instances per system")
     parser.add_argument("--readers", type=int, default=1000)
     parser.add_argument("--keep-up-rate", type=float, default=20.0, help="comments per second")
