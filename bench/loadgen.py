@@ -21,6 +21,7 @@ import os
 import re
 import time
 from array import array
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -76,6 +77,7 @@ class Reader(asyncio.Protocol):
         self.notifications = token is not None
         self.label = label
         self.comment_seqs = array("q")
+        self.created = array("d")  # the notification's created_at, seconds since the epoch
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -196,6 +198,7 @@ class Reader(asyncio.Protocol):
         self.seqs.append(int(envelope["seq"]))
         self.times.append(now)
         self.comment_seqs.append(int(envelope["data"]["comment"]["seq"]))
+        self.created.append(datetime.fromisoformat(envelope["data"]["created_at"].replace("Z", "+00:00")).timestamp())
         self.fresh += 1  # per-person seqs: every notification frame is the current phase's
 
     def abort(self, exc: Exception) -> None:
@@ -215,16 +218,17 @@ class Reader(asyncio.Protocol):
 
     def take(self) -> tuple[bytes, ...]:
         """Return and forget the deliveries recorded so far: (seqs, times), and for a
-        notification socket also (comment seqs, label)."""
+        notification socket also (comment seqs, label, created_at times)."""
         seqs, times = self.seqs.tobytes(), self.times.tobytes()
         self.seqs = array("q")
         self.times = array("d")
         self.fresh = 0
         if not self.notifications:
             return seqs, times
-        comment_seqs = self.comment_seqs.tobytes()
+        comment_seqs, created = self.comment_seqs.tobytes(), self.created.tobytes()
         self.comment_seqs = array("q")
-        return seqs, times, comment_seqs, self.label
+        self.created = array("d")
+        return seqs, times, comment_seqs, self.label, created
 
 
 @dataclass

@@ -167,6 +167,9 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     row("notifications: latency p50", lambda p: p["notifications"]["latency_ms"]["p50"], " ms")
     row("notifications: latency p99", lambda p: p["notifications"]["latency_ms"]["p99"], " ms")
     row("notifications: latency max", lambda p: p["notifications"]["latency_ms"]["max"], " ms")
+    row("notifications: from created_at p50 / p99",
+        lambda p: f"{_fmt(p['notifications']['latency_from_created_ms']['p50'])} / "
+                  f"{_fmt(p['notifications']['latency_from_created_ms']['p99'])} ms")
     row("notifications: server CPU", lambda p: p["notifications"]["cpu_percent"]["servers"], " %")
     row("notifications: generator CPU (busiest process)",
         lambda p: f"{p['notifications']['cpu_percent']['generator']} % "
