@@ -107,6 +107,10 @@ async def run_notifications(bench: Bench) -> dict[str, Any]:
         "users": len(people), "setup_seconds": setup_seconds, "connect": connect, "connect_settle": connect_settle,
         "mentions_per_comment": args.notif_mentions, "offered_rate": args.notif_rate, "posts": posted,
         "post_rate": round(posted["posted"] / posted["seconds"], 1) if posted["seconds"] else None,
+        "seconds": round(seconds, 3),
+        # Load-independent-ish: the servers' CPU time per posted comment (its 10 notifications included).
+        "server_cpu_ms_per_comment": round(10 * usage["cpu_percent"]["servers"] * seconds / posted["posted"], 1)
+        if posted["posted"] else None,
         "readers_dropped": taken["dropped"], "close_codes": taken["close_codes"], "settle": settle,
         # One generator process at 90 % of a core or more: the generator, not the servers, may be the limit.
         "generator_saturated": any(v >= 90 for v in generator.values()),

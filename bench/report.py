@@ -170,7 +170,9 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     row("notifications: from created_at p50 / p99",
         lambda p: f"{_fmt(p['notifications']['latency_from_created_ms']['p50'])} / "
                   f"{_fmt(p['notifications']['latency_from_created_ms']['p99'])} ms")
-    row("notifications: server CPU", lambda p: p["notifications"]["cpu_percent"]["servers"], " %")
+    row("notifications: server CPU (per comment)",
+        lambda p: f"{_fmt(p['notifications']['cpu_percent']['servers'])} % "
+                  f"({_fmt(p['notifications']['server_cpu_ms_per_comment'])} ms)")
     row("notifications: generator CPU (busiest process)",
         lambda p: f"{p['notifications']['cpu_percent']['generator']} % "
                   f"({max(v for k, v in p['notifications']['cpu_percent_per_process'].items() if k.startswith('generator'))} %)")
