@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.db import transaction
+from django.db.models import F
 
 from feed.mentions import mentioned_users
 from feed.models import Comment, Feed
@@ -72,7 +73,9 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
         notifications.append(
             Notification(user=user, seq=counter.last_seq, kind=kind, comment=comment, feed=feed)
         )
-    NotificationCounter.objects.bulk_update(counters.values(), ["last_seq"])
+    # Each user is notified once per comment: +1 for all of them in one UPDATE (the rows are
+    # locked above), not bulk_update's per-row CASE, which costs more inside the write transaction.
+    NotificationCounter.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + 1)
     Notification.objects.bulk_create(notifications)
     # One callback for all of them: their events are rendered together (one unread-count query).
     transaction.on_commit(lambda: _publish_created(notifications))
