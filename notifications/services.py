@@ -1,6 +1,7 @@
 """Writes of a person's notifications: creating them with a comment, and marking them read."""
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -78,7 +79,7 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
     NotificationCounter.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + 1)
     Notification.objects.bulk_create(notifications)
     # One callback for all of them: their events are rendered together (one unread-count query).
-    transaction.on_commit(lambda: _publish_created(notifications))
+    transaction.on_commit(partial(_publish_created, notifications))
     return notifications
 
 
