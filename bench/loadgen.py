@@ -21,8 +21,9 @@ import os
 import re
 import time
 from array import array
+from datetime import datetime
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 try:
@@ -60,14 +61,23 @@ class Reader(asyncio.Protocol):
     # process, set by the orchestrator at the start of each phase.
     floor = 0
 
-    def __init__(self, *, host: str, port: int, path: str, hello: bytes | None) -> None:
+    def __init__(
+        self, *, host: str, port: int, path: str, hello: bytes | None, token: str | None = None, label: int = 0
+    ) -> None:
         origin = f"http://{host}:{port}"
+        # With a token, a person's notification socket: Bearer on the handshake, and every
+        # notification frame recorded with the seq of the comment that caused it.
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n{auth}\r\n"
         ).encode()
         self.hello = hello
+        self.notifications = token is not None
+        self.label = label
+        self.comment_seqs = array("q")
+        self.created = array("d")  # the notification's created_at, seconds since the epoch
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -159,6 +169,9 @@ class Reader(asyncio.Protocol):
         del buffer[:pos]
 
     def _message(self, payload: bytearray, now: float) -> None:
+        if self.notifications:
+            self._notification(payload, now)
+            return
         # The envelope's own "seq" comes before the comment's (contract key order); checked
         # against the parsed envelope for the first frame of every connection.
         match = SEQ_RE.search(payload)
@@ -176,6 +189,18 @@ class Reader(asyncio.Protocol):
         if seq > Reader.floor:
             self.fresh += 1
 
+    def _notification(self, payload: bytearray, now: float) -> None:
+        # A few frames per second per socket: parsing each one whole costs little.
+        envelope = json.loads(payload)
+        if envelope.get("type") != "notification.created":
+            self.other_frames += 1
+            return
+        self.seqs.append(int(envelope["seq"]))
+        self.times.append(now)
+        self.comment_seqs.append(int(envelope["data"]["comment"]["seq"]))
+        self.created.append(datetime.fromisoformat(envelope["data"]["created_at"].replace("Z", "+00:00")).timestamp())
+        self.fresh += 1  # per-person seqs: every notification frame is the current phase's
+
     def abort(self, exc: Exception) -> None:
         if not self.opened.done():
             self.opened.set_exception(exc)
@@ -191,13 +216,19 @@ class Reader(asyncio.Protocol):
         self.closing = True
         self.transport.write(masked_frame(0x8, (1000).to_bytes(2, "big")))
 
-    def take(self) -> tuple[bytes, bytes]:
-        """Return and forget the deliveries recorded so far."""
+    def take(self) -> tuple[bytes, ...]:
+        """Return and forget the deliveries recorded so far: (seqs, times), and for a
+        notification socket also (comment seqs, label, created_at times)."""
         seqs, times = self.seqs.tobytes(), self.times.tobytes()
         self.seqs = array("q")
         self.times = array("d")
         self.fresh = 0
-        return seqs, times
+        if not self.notifications:
+            return seqs, times
+        comment_seqs, created = self.comment_seqs.tobytes(), self.created.tobytes()
+        self.comment_seqs = array("q")
+        self.created = array("d")
+        return seqs, times, comment_seqs, self.label, created
 
 
 @dataclass
@@ -207,19 +238,22 @@ class ReaderPool:
     readers: list[Reader] = field(default_factory=list)
 
     async def connect(
-        self, *, urls: list[str], hello: bytes | None, concurrency: int, timeout: float
+        self, *, urls: list[str], hello: bytes | None, concurrency: int, timeout: float,
+        tokens: list[tuple[int, str]] | None = None,
     ) -> dict[str, Any]:
+        """Open a reader per URL; with `tokens` ((label, token) per URL), notification sockets."""
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(max(1, concurrency))
         failures: dict[str, int] = {}
         started = time.monotonic()
 
-        async def one(url: str) -> None:
+        async def one(url: str, label: int, token: str | None) -> None:
             parts = urlsplit(url)
             path = parts.path + (f"?{parts.query}" if parts.query else "")
             async with gate:
                 try:
-                    reader = Reader(host=parts.hostname, port=parts.port, path=path, hello=hello)
+                    reader = Reader(host=parts.hostname, port=parts.port, path=path, hello=hello, token=token,
+                                    label=label)
                     await asyncio.wait_for(
                         self._open(loop, reader, parts.hostname, parts.port), timeout=timeout
                     )
@@ -229,7 +263,8 @@ class ReaderPool:
                     return
                 self.readers.append(reader)
 
-        await asyncio.gather(*(one(url) for url in urls))
+        pairs = tokens if tokens is not None else [(0, None)] * len(urls)
+        await asyncio.gather(*(one(url, label, token) for url, (label, token) in zip(urls, pairs)))
         return {
             "connected": len(urls) - sum(failures.values()),
             "failed": sum(failures.values()),
@@ -317,9 +352,13 @@ class Poster:
     """Post comments over a few keep-alive HTTP/1.1 connections; record send times by seq."""
 
     def __init__(
-        self, *, bases: list[tuple[str, int]], path: str, connections: int, numbering: SeqCounter | None
+        self, *, bases: list[tuple[str, int]], path: str, connections: int, numbering: SeqCounter | None,
+        body: Callable[[int], str] | None = None,
     ) -> None:
         self.bases = bases
+        # The body of post number `index` (default: a plain comment); `posted[seq]` is that index.
+        self.body = body or (lambda index: f"load test comment {index}")
+        self.posted: dict[int, int] = {}
         self.path = path
         self.connections = connections
         # The peer has no database: the run's counter numbers its comments (None: the server does).
@@ -343,7 +382,7 @@ class Poster:
             pool.put_nowait((base, reader, writer))
             return
         host, port = self.bases[base]
-        payload: dict[str, Any] = {"author": "bench", "body": f"load test comment {index}"}
+        payload: dict[str, Any] = {"author": "bench", "body": self.body(index)}
         if self.numbering is not None:
             payload["seq"] = self.numbering.next()
         body = json.dumps(payload).encode()
@@ -363,6 +402,7 @@ class Poster:
             else:
                 seq = json.loads(response)["seq"]
                 self.sent[seq] = sent_at
+                self.posted[seq] = index
                 self.response_times.append(time.monotonic() - sent_at)
             if headers.get("connection", "").lower() == "close":
                 writer.close()

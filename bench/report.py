@@ -154,6 +154,31 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     row("storm: group members left", lambda p: p["storm"]["members_left"])
     row("storm: readers afterwards receive", lambda p: "yes" if p["storm"]["after"]["lost"] == 0 else
         f"no ({p['storm']['after']['lost']:,} lost)")
+    row("notifications: sockets / comments/s × mentions",
+        lambda p: f"{p['notifications']['connections']:,} / {p['notifications']['offered_rate']:g} × "
+                  f"{p['notifications']['mentions_per_comment']}")
+    row("notifications: delivered / in the database",
+        lambda p: f"{p['notifications']['received']:,} / {p['notifications']['expected']:,}")
+    row("notifications: lost / duplicated / out of order",
+        lambda p: f"{p['notifications']['lost']:,} / {p['notifications']['duplicated']:,} / "
+                  f"{p['notifications']['out_of_order']:,}")
+    row("notifications: sockets matching the database (last seq, count)",
+        lambda p: f"{p['notifications']['sockets_matching_database']:,} / {p['notifications']['connections']:,}")
+    row("notifications: latency p50", lambda p: p["notifications"]["latency_ms"]["p50"], " ms")
+    row("notifications: latency p99", lambda p: p["notifications"]["latency_ms"]["p99"], " ms")
+    row("notifications: latency max", lambda p: p["notifications"]["latency_ms"]["max"], " ms")
+    row("notifications: from created_at p50 / p99",
+        lambda p: f"{_fmt(p['notifications']['latency_from_created_ms']['p50'])} / "
+                  f"{_fmt(p['notifications']['latency_from_created_ms']['p99'])} ms")
+    row("notifications: server CPU (per comment)",
+        lambda p: f"{_fmt(p['notifications']['cpu_percent']['servers'])} % "
+                  f"({_fmt(p['notifications']['server_cpu_ms_per_comment'])} ms)")
+    row("notifications: generator CPU (busiest process)",
+        lambda p: f"{p['notifications']['cpu_percent']['generator']} % "
+                  f"({max(v for k, v in p['notifications']['cpu_percent_per_process'].items() if k.startswith('generator'))} %)")
+    row("notifications: other processes' CPU", lambda p: p["notifications"]["cpu_percent"]["other_processes"], " %")
+    row("notifications: posts/s (response p50)",
+        lambda p: f"{p['notifications']['post_rate']} ({p['notifications']['posts']['response_ms']['p50']} ms)")
     return rows
 
 
@@ -170,8 +195,15 @@ def machine_line(result: dict[str, Any]) -> str:
         values = config.get(key)
         return " / ".join(f"{v:.2f}" for v in values) if values else "–"
 
-    return (f"{config['cpu_count']} cores, started {result['started_at']}; load average (1 / 5 / 15 min) "
+    line = (f"{config['cpu_count']} cores, started {result['started_at']}; load average (1 / 5 / 15 min) "
             f"at start {load('load_average_at_start')}, at end {load('load_average_at_end')}")
+    merged = result.get("merged_from")
+    if merged:
+        earlier = merged.get("config") or {}
+        at_start = " / ".join(f"{v:.2f}" for v in earlier.get("load_average_at_start") or [])
+        line += (f". Kept from the run started {merged['started_at']} (load average at start {at_start or '–'}): "
+                 + ", ".join(merged["phases"]))
+    return line
 
 
 def markdown_table(rows: list[tuple[str, ...]]) -> str:

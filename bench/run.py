@@ -39,6 +39,7 @@ import psutil  # noqa: E402
 import redis  # noqa: E402
 
 from bench import loadgen, report  # noqa: E402
+from bench.notif_scenario import run_notifications  # noqa: E402
 from bench.servers import HOST, ROOT, Stack, cpu_seconds, migrate, rss_bytes  # noqa: E402
 
 FEED = "demo"
@@ -49,7 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run of every scenario")
     parser.add_argument("--systems", default="project,peer", help="comma-separated: project, peer")
-    parser.add_argument("--scenarios", default="memory,keep_up,full_speed,storm")
+    parser.add_argument("--scenarios", default="memory,keep_up,full_speed,storm,notifications",
+                        help="comma-separated; notifications runs on the project only (the peer has none)")
+    parser.add_argument("--notif-users", type=int, default=1000, help="notifications: signed-in users, a socket each")
+    parser.add_argument("--notif-rate", type=float, default=50.0, help="notifications: comments per second")
+    parser.add_argument("--notif-seconds", type=float, default=10.0)
+    parser.add_argument("--notif-mentions", type=int, default=10, help="notifications: users mentioned per comment")
+    parser.add_argument("--notif-seed", type=int, default=11, help="notifications: seed of the random mentions")
+    parser.add_argument("--notif-connect-concurrency", type=int, default=50,
+                        help="notifications: handshakes in flight (each looks its token up in the database)")
     parser.add_argument("--servers", type=int, default=2, help="daphne instances per system")
     parser.add_argument("--readers", type=int, default=1000)
     parser.add_argument("--keep-up-rate", type=float, default=20.0, help="comments per second")
@@ -74,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--daphne-arg", action="append", default=[], help="extra daphne argument (repeatable)")
     parser.add_argument("--py-spy", action="store_true", help="profile one daphne during full speed (py-spy)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json and latest.png go")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the systems and phases of the existing latest.json this run does not measure")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with the server logs")
     args = parser.parse_args(argv)
     if args.quick:
@@ -81,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.keep_up_seconds = min(args.keep_up_seconds, 3.0)
         args.full_speed_posts = min(args.full_speed_posts, 30)
         args.storm_readers = min(args.storm_readers, 100)
+        args.notif_users = min(args.notif_users, 50)
+        args.notif_seconds = min(args.notif_seconds, 3.0)
         args.drain_max = min(args.drain_max, 15.0)
         args.post_max = min(args.post_max, 10.0)
         args.drain_stall = min(args.drain_stall, 5.0)
@@ -124,12 +137,17 @@ class Workers:
             pipe.send((command, arg))
         return await asyncio.gather(*(loop.run_in_executor(None, pipe.recv) for pipe in self.pipes))
 
-    async def connect(self, urls: list[str], *, hello: bytes | None, concurrency: int, timeout: float) -> dict[str, Any]:
-        shares = [urls[i :: len(self.pipes)] for i in range(len(self.pipes))]
-        per = max(1, concurrency // len(self.pipes))
+    async def connect(self, urls: list[str], *, hello: bytes | None, concurrency: int, timeout: float,
+                      tokens: list[tuple[int, str]] | None = None) -> dict[str, Any]:
+        """Open the readers; with `tokens` ((label, Bearer token) per URL), notification sockets."""
+        n = len(self.pipes)
+        shares = [urls[i::n] for i in range(n)]
+        token_shares = [tokens[i::n] for i in range(n)] if tokens is not None else [None] * n
+        per = max(1, concurrency // n)
         started = time.monotonic()
         results = await self.call(
-            "connect", [{"urls": s, "hello": hello, "concurrency": per, "timeout": timeout} for s in shares]
+            "connect", [{"urls": s, "hello": hello, "concurrency": per, "timeout": timeout, "tokens": t}
+                        for s, t in zip(shares, token_shares)]
         )
         seconds = time.monotonic() - started
         failures: dict[str, int] = {}
@@ -194,7 +212,9 @@ class System:
 
     def start(self) -> None:
         self.stack.start_redis()
-        env = {"REDIS_URL": self.stack.redis_url, "DEBUG": "1", "FEED_POST_RATE": "off", "LOG_LEVEL": "WARNING",
+        # FEED_POST_RATE off: one poster posts every comment; WS_MAX_PER_CLIENT off: every reader
+        # comes from the same loopback address (the per-address limit would close all but 100 per process).
+        self.env = env = {"REDIS_URL": self.stack.redis_url, "DEBUG": "1", "FEED_POST_RATE": "off", "WS_MAX_PER_CLIENT": "0", "LOG_LEVEL": "WARNING",
                "PYTHONUNBUFFERED": "1"}
         if self.name == "project":
             env["LOG_LEVEL"] = "INFO"  # for the hub's delivery counts at shutdown (hub_deliveries)
@@ -278,6 +298,7 @@ class Bench:
         self.system = system
         self.workers = workers
         self.generator_ps = [psutil.Process(os.getpid()), *workers.ps]
+        self.load_at_start = [round(x, 2) for x in os.getloadavg()]
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {self.system.name}: {message}", flush=True)
@@ -491,6 +512,10 @@ class Bench:
 
         if "storm" in scenarios:
             phases["storm"] = await self.storm(members_baseline)
+        if "notifications" in scenarios and self.system.name == "project":
+            self.load_at_start = [round(x, 2) for x in os.getloadavg()]
+            phases["notifications"] = await run_notifications(self)
+            self.log(f"notifications: {brief(phases['notifications'])}")
         alive = [s.name for s in self.system.stack.servers if s.process.poll() is None]
         return {"label": self.system.label, "phases": phases, "servers_alive_at_end": alive}
 
@@ -538,7 +563,7 @@ class Bench:
 def brief(phase: dict[str, Any]) -> str:
     return (
         f"{phase['received']:,}/{phase['expected']:,} delivered, lost {phase['lost']:,}, dup {phase['duplicated']:,}, "
-        f"ooo {phase['out_of_order']:,}, {phase['deliveries_per_s']} deliveries/s, latency {phase['latency_ms']}, "
+        f"ooo {phase['out_of_order']:,}, {phase.get('deliveries_per_s')} deliveries/s, latency {phase['latency_ms']}, "
         f"cpu {phase['cpu_percent']}"
     )
 
@@ -594,7 +619,35 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
                         "after_lost": s["after"]["lost"],
                         "met": s["connect"]["failed"] == 0 and s["members_left"] == 0 and s["after"]["lost"] == 0
                         and s["after"]["received"] == s["after"]["expected"]}
+    if "notifications" in project:
+        n = project["notifications"]
+        out["notifications"] = {
+            "p99_ms": n["latency_ms"]["p99"], "lost": n["lost"], "duplicated": n["duplicated"],
+            "out_of_order": n["out_of_order"],
+            "met": n["lost"] == 0 and n["duplicated"] == 0 and n["out_of_order"] == 0 and n["expected"] > 0
+            and n["sockets_matching_database"] == n["connections"] and (n["latency_ms"]["p99"] or 1e9) <= 250,
+        }
     return out
+
+
+def merge_earlier(result: dict[str, Any], path: Path) -> None:
+    """Keep the systems and phases of an earlier run (path) that this run did not measure."""
+    if not path.exists():
+        return
+    earlier = json.loads(path.read_text())
+    kept = []
+    for name, system in earlier.get("systems", {}).items():
+        current = result["systems"].setdefault(name, system)
+        if current is system:
+            kept.extend(f"{name}.{phase}" for phase in system.get("phases", {}))
+            continue
+        for phase, figures in system.get("phases", {}).items():
+            if phase not in current["phases"]:
+                current["phases"][phase] = figures
+                kept.append(f"{name}.{phase}")
+    if kept:
+        result["merged_from"] = {"started_at": earlier.get("started_at"), "phases": kept,
+                                 "config": earlier.get("config")}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -606,6 +659,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "servers": args.servers, "readers": args.readers, "keep_up_rate": args.keep_up_rate,
             "keep_up_seconds": args.keep_up_seconds, "full_speed_posts": args.full_speed_posts,
             "storm_readers": args.storm_readers, "post_connections": args.post_connections,
+            "notif_users": args.notif_users, "notif_rate": args.notif_rate, "notif_seconds": args.notif_seconds,
+            "notif_mentions": args.notif_mentions,
             "generator_workers": args.workers, "quick": args.quick, "daphne_args": args.daphne_arg, "backlog": args.backlog or 50,
             "database": "postgresql" if args.database_url else "sqlite",
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
@@ -659,6 +714,9 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmark stopped before the end; nothing written", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge_earlier(result, args.out / "latest.json")
+        result["targets"] = targets(result)
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     table = report.markdown_table(report.summary_rows(result))
     (args.out / "latest.md").write_text(table + "\n\n" + report.machine_line(result) + "\n")

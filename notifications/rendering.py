@@ -9,14 +9,18 @@ from feed.rendering import comment_as_dict, iso_utc
 from notifications.models import Notification
 
 
-def notification_as_dict(notification: Notification) -> dict[str, Any]:
-    """Return the notification as the contract's JSON object."""
+def notification_as_dict(notification: Notification, *, comment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the notification as the contract's JSON object.
+
+    `comment`: comment_as_dict() of its comment, when the caller has it already (the
+    notifications of one comment share it).
+    """
     return {
         "id": notification.pk,
         "seq": notification.seq,
         "kind": notification.kind,
         "feed": notification.feed.slug,
-        "comment": comment_as_dict(notification.comment),
+        "comment": comment_as_dict(notification.comment) if comment is None else comment,
         "created_at": iso_utc(notification.created_at),
         "read": notification.read,
     }

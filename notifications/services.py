@@ -5,6 +5,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from django.db import transaction
+from django.db.models import F
 
 from feed.mentions import mentioned_users
 from feed.models import Comment, Feed
@@ -73,10 +74,12 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
         notifications.append(
             Notification(user=user, seq=counter.last_seq, kind=kind, comment=comment, feed=feed)
         )
-    NotificationCounter.objects.bulk_update(counters.values(), ["last_seq"])
+    # Each user is notified once per comment: +1 for all of them in one UPDATE (the rows are
+    # locked above), not bulk_update's per-row CASE, which costs more inside the write transaction.
+    NotificationCounter.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + 1)
     Notification.objects.bulk_create(notifications)
-    for notification in notifications:
-        transaction.on_commit(partial(_publish_created, notification))
+    # One callback for all of them: their events are rendered together (one unread-count query).
+    transaction.on_commit(partial(_publish_created, notifications))
     return notifications
 
 
@@ -91,11 +94,12 @@ def notifications_mark_read(*, user: User, up_to: int) -> int:
     return changed
 
 
-def _publish_created(notification: Notification) -> None:
+def _publish_created(notifications: list[Notification]) -> None:
+    from notifications.events import notification_created_events
     from notifications.publishing import publish_user_event
-    from notifications.events import notification_created_event
 
-    publish_user_event(notification.user_id, notification_created_event(notification))
+    for notification, event in zip(notifications, notification_created_events(notifications)):
+        publish_user_event(notification.user_id, event)
 
 
 def _publish_read(user: User, up_to: int) -> None:

@@ -1,0 +1,64 @@
+"""The notifications of one comment are rendered together: their cost does not grow per person
+in database queries, and every event carries the same figures as when rendered alone."""
+import json
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import TestCase
+from django.test.utils import CaptureQueriesContext
+
+from feed.models import Feed
+from feed.services import comment_create
+from notifications.events import notification_created_event, notification_created_events
+from notifications.models import Notification
+from notifications.selectors import notifications_unread_count, notifications_unread_counts
+
+User = get_user_model()
+
+
+class NotificationPublishCostTests(TestCase):
+    @classmethod
+    def setUpTestData(cls):
+        cls.feed = Feed.objects.create(slug="talk", title="Talk", allow_anonymous=True)
+        cls.club = Feed.objects.create(slug="club", title="Club", allow_anonymous=False)
+        cls.users = [User.objects.create_user(username=f"person{i}", password="pw-123456789") for i in range(10)]
+        cls.author = User.objects.create_user(username="ann", password="pw-123456789")
+        cls.club.members.add(cls.author, *cls.users[:5])
+
+    def post(self, feed, names, body="hello"):
+        """Post a comment mentioning these users, running the publish callbacks; return the queries they made."""
+        with CaptureQueriesContext(connection) as queries, self.captureOnCommitCallbacks(execute=True):
+            comment_create(feed=feed, author="Ann", body=" ".join(f"@{n}" for n in names) + f" {body}", user=self.author)
+        return len(queries.captured_queries)
+
+    def test_publishing_a_comments_notifications_costs_the_same_queries_for_two_or_ten_people(self):
+        """Before: an unread-count query (and a feed query) per notification; now one per comment."""
+        self.post(self.feed, ["person0"], "warm")  # counters exist for nobody yet either way
+        two = self.post(self.feed, [u.username for u in self.users[8:10]])
+        ten = self.post(self.feed, [u.username for u in self.users])
+        self.assertEqual(ten, two)
+
+    def test_unread_counts_together_equal_each_persons_own_count(self):
+        """Counts across feeds, read ones left out, and a members-only feed counted only for its members."""
+        self.post(self.club, [u.username for u in self.users], "club news")  # only members are notified
+        self.post(self.feed, [u.username for u in self.users], "open news")
+        Notification.objects.filter(user=self.users[1], feed=self.feed).update(read=True)
+        self.club.members.remove(self.users[2])  # no longer reads the club: its notification is hidden
+        users = list(User.objects.filter(pk__in=[u.pk for u in self.users]))
+        expected = {u.pk: notifications_unread_count(user=u) for u in users}
+        self.assertEqual(notifications_unread_counts(users=users), expected)
+        self.assertEqual(expected[self.users[0].pk], 2)
+        self.assertEqual(expected[self.users[1].pk], 1)
+        self.assertEqual(expected[self.users[2].pk], 1)
+        self.assertEqual(expected[self.users[9].pk], 1)
+
+    def test_events_rendered_together_equal_events_rendered_one_by_one(self):
+        """Same JSON frame, HTML frame and unread count, in the order given."""
+        self.post(self.feed, [u.username for u in self.users], "first")
+        self.post(self.feed, [u.username for u in self.users[:4]], "second")
+        notifications = list(Notification.objects.filter(comment__body__endswith="second").order_by("user_id"))
+        together = notification_created_events(notifications)
+        alone = [notification_created_event(n) for n in notifications]
+        self.assertEqual(together, alone)
+        self.assertEqual([e["unread"] for e in together], [2, 2, 2, 2])
+        self.assertEqual([json.loads(e["json"])["seq"] for e in together], [2, 2, 2, 2])
