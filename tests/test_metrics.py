@@ -100,11 +100,12 @@ class LiveMetricsTests(MultiInstanceTestCase):
         before = metric(self.scrape(a), "livefeed_db_fills_total", stream="feed") or 0
         # Saved without publishing (the channel layer never hears of them): the hub's check finds
         # them in the database and fills them.
-        from feed.models import Comment, Feed
+        from feed.models import Comment, Event, Feed
 
         feed = Feed.objects.get(slug="fills")
         for seq in (1, 2, 3):
-            Comment.objects.create(feed=feed, seq=seq, author="quiet", body=f"unpublished {seq}")
+            comment = Comment.objects.create(feed=feed, seq=seq, author="quiet", body=f"unpublished {seq}")
+            Event.objects.create(feed=feed, seq=seq, kind=Event.Kind.COMMENT_CREATED, comment=comment)
         Feed.objects.filter(pk=feed.pk).update(last_seq=3)
         reader.wait_for_seq(3, timeout=20)
         self.assertEqual(metric(self.scrape(a), "livefeed_db_fills_total", stream="feed") - before, 3)

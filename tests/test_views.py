@@ -160,7 +160,6 @@ class FeedPageTests(TestCase):
                 "/static/js/feed.js",
                 "/static/js/people.js",
                 "/static/js/post_retry.js",
-                "/static/js/notifications.js",
             ],
         )
         self.assertTrue(all("defer" in s for s in scripts))
