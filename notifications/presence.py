@@ -256,7 +256,7 @@ def presence_frame(slug: str, watching: int) -> StreamEvent:
     data = json.dumps({"type": "feed.presence", "v": 1, "feed": slug, "watching": watching}, separators=(",", ":"))
     label = f"{watching} watching"
     html = (
-        f'<span id="feed-watching" class="watching" hx-swap-oob="true" data-watching="{watching}">'
+        f'<span id="feed-watching" class="watching" aria-live="off" hx-swap-oob="true" data-watching="{watching}">'
         f'<span aria-hidden="true">·</span> {escape(label)}</span>'
     )
     return StreamEvent(seq=0, html=html, json=data)
