@@ -472,8 +472,30 @@ def comment_seqs(frame: str | bytes) -> list[int]:
     return [int(seq) for seq in SEQ_IN_HTML.findall(text)]
 
 
+WATCHING_IN_HTML = re.compile(r'<span id="feed-watching"[^>]*\bdata-watching="(\d+)"')
+
+
+def presence_watching(frame: str | bytes) -> int | None:
+    """Return the watching count of a presence frame (JSON feed.presence or the HTML swap), else None."""
+    if isinstance(frame, bytes):
+        frame = frame.decode(errors="replace")
+    text = frame.lstrip()
+    if text.startswith("{"):
+        try:
+            event = jsonlib.loads(text)
+        except ValueError:
+            return None
+        return int(event["watching"]) if event.get("type") == "feed.presence" else None
+    match = WATCHING_IN_HTML.match(text)
+    return int(match.group(1)) if match else None
+
+
 class FeedReader:
-    """A WebSocket reader of one feed on one instance; a background thread collects frames."""
+    """A WebSocket reader of one feed on one instance; a background thread collects frames.
+
+    Presence frames (no seq, outside the seq guarantee) are kept apart: ``frames`` holds the
+    stream's other frames, ``watching`` the counts of the presence frames in arrival order.
+    """
 
     def __init__(self, instance: DaphneInstance, slug: str, *, json: bool = True) -> None:
         self.instance = instance
@@ -483,6 +505,7 @@ class FeedReader:
         self.frames: list[str] = []
         self.seqs: list[int] = []
         self.arrivals: list[float] = []  # time.monotonic() of each seq's arrival
+        self.watching: list[int] = []  # presence frames' counts
         self.closed = threading.Event()
         self.close_code: int | None = None
         self._connection: ClientConnection | None = None
@@ -516,6 +539,12 @@ class FeedReader:
         connection_ = self._connection
         try:
             for frame in connection_:
+                watching = presence_watching(frame)
+                if watching is not None:
+                    with self._changed:
+                        self.watching.append(watching)
+                        self._changed.notify_all()
+                    continue
                 seqs = comment_seqs(frame)
                 now = time.monotonic()
                 with self._changed:
@@ -547,6 +576,12 @@ class FeedReader:
     def wait_for_seq(self, seq: int, timeout: float = 20) -> None:
         """Wait until a comment with seq >= `seq` has arrived."""
         self.wait_until(lambda reader: reader.last_seq >= seq, timeout, f"seq {seq}")
+
+    def wait_watching(self, count: int, timeout: float = 20) -> None:
+        """Wait until the latest presence frame says `count` watching."""
+        self.wait_until(
+            lambda reader: reader.watching[-1:] == [count], timeout, f"{count} watching (have {self.watching[-5:]})"
+        )
 
     def wait_closed(self, timeout: float = 20) -> int:
         """Wait until the server closed the connection; return the close code (1006: no close frame)."""
