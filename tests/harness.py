@@ -506,6 +506,7 @@ class FeedReader:
         self.seqs: list[int] = []
         self.arrivals: list[float] = []  # time.monotonic() of each seq's arrival
         self.watching: list[int] = []  # presence frames' counts
+        self.presence_frames: list[str] = []  # the presence frames themselves
         self.closed = threading.Event()
         self.close_code: int | None = None
         self._connection: ClientConnection | None = None
@@ -543,6 +544,7 @@ class FeedReader:
                 if watching is not None:
                     with self._changed:
                         self.watching.append(watching)
+                        self.presence_frames.append(frame if isinstance(frame, str) else frame.decode(errors="replace"))
                         self._changed.notify_all()
                     continue
                 seqs = comment_seqs(frame)
