@@ -490,6 +490,27 @@ def presence_watching(frame: str | bytes) -> int | None:
     return int(match.group(1)) if match else None
 
 
+async def receive_skipping_presence(communicator: Any, timeout: float = 10) -> dict[str, Any]:
+    """Return a WebsocketCommunicator's next output that is not a presence frame (those carry no seq)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        output = await communicator.receive_output(timeout=max(0.01, deadline - time.monotonic()))
+        if output.get("type") != "websocket.send" or presence_watching(output.get("text") or "") is None:
+            return output
+
+
+async def nothing_but_presence(communicator: Any, within: float) -> bool:
+    """Return whether a WebsocketCommunicator gets nothing but presence frames for `within` seconds."""
+    deadline = time.monotonic() + within
+    while (remaining := deadline - time.monotonic()) > 0:
+        if await communicator.receive_nothing(timeout=remaining):
+            return True
+        output = await communicator.receive_output(timeout=1)
+        if output.get("type") != "websocket.send" or presence_watching(output.get("text") or "") is None:
+            return False
+    return True
+
+
 class FeedReader:
     """A WebSocket reader of one feed on one instance; a background thread collects frames.
 
