@@ -69,7 +69,7 @@ class StreamHub:
         self._get_layer = get_layer or (lambda: get_channel_layer("default"))
         self.streams: dict[StreamKey, StreamState] = {}
         self.membership = Membership(None, conf)
-        self.presence = presence  # counts feed readers (notifications.presence); None: not counted
+        self.presence = presence or Presence()  # counts feed readers (notifications.presence)
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving: set[asyncio.Task[None]] = set()
         # Events delivered to the live readers, by where the hub got them (logged at shutdown).
@@ -78,10 +78,7 @@ class StreamHub:
     # --- readers -----------------------------------------------------------------
 
     async def attach(self, conn: Connection, *, presence_name: str | None = None) -> None:
-        """Add a reader; it receives live events from the stream's current cursor on.
-
-        ``presence_name`` (a feed's slug): count the reader in its feed's watching number.
-        """
+        """Add a reader; it receives live events from the cursor on. presence_name: count it (a feed's slug)."""
         state = self.streams.get(conn.stream)
         if state is None:
             state = self.streams[conn.stream] = self._new_state(conn.stream)
@@ -90,7 +87,7 @@ class StreamHub:
             self._start()
         state.members.add(conn)
         conn.on_close(self.detach)
-        if presence_name is not None and self.presence is not None:
+        if presence_name is not None:
             self.presence.add(conn, presence_name)
         assert state.opened is not None
         try:
@@ -110,8 +107,7 @@ class StreamHub:
 
     def detach(self, conn: Connection) -> None:
         """Remove a reader; the stream's group is left when its last local reader goes."""
-        if self.presence is not None:
-            self.presence.remove(conn)
+        self.presence.remove(conn)
         state = self.streams.get(conn.stream)
         if state is None:
             return

@@ -1,19 +1,14 @@
 """Presence: how many open live connections each feed has, across every instance.
 
-Each process counts its own open feed connections (the hub calls ``add`` once a reader's
-handshake is accepted and ``remove`` when it closes). About once a second a process writes
-those counts to Redis as one hash per instance, ``presence:<instance id>`` ->
-``{feed id: count}``, with a TTL (``PRESENCE_TTL``, 15 s; rewritten soon after a local change
-and at least every third of the TTL), and in the same round trip (one Lua script) reads the
-totals of the feeds it has readers of: the sum over the hashes of every live instance
-(``presence:instances``, a sorted set of instance ids by expiry, on Redis's own clock). A
-process that dies stops counting when its hash expires; Redis restarted empty is refilled by
-the next heartbeat. Without Redis (the in-process channel layer) a process counts alone.
-
-Each reader gets ``feed.presence`` frames (no seq, written through the fan-out's unsequenced
-path) after it connects and whenever its feed's total changes, at most one per tick, and
-ticks are at least ``interval`` (1 s) apart: a storm of connects costs each reader at most
-one frame a second, with the latest value.
+Each process counts its own feed readers (the hub calls ``add`` once a handshake is accepted
+and ``remove`` when the reader closes). About once a second one Lua script (one round trip)
+writes the counts, when changed and as a heartbeat every third of ``PRESENCE_TTL``, to the
+hash ``presence:<instance id>`` -> ``{feed id: count}`` with that TTL, and reads the totals of
+the local feeds summed over every live instance's hash. A dead instance's hash expires; Redis
+restarted empty is refilled by the next heartbeat. Without Redis a process counts alone.
+Each reader gets a ``feed.presence`` frame (no seq: the fan-out's unsequenced path) when its
+feed's total differs from the last value it got, at most one per tick, ticks at least
+``interval`` (1 s) apart. README "Presence" has the details and the limits.
 """
 from __future__ import annotations
 
@@ -25,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
@@ -41,49 +37,13 @@ logger = logging.getLogger(__name__)
 PREFIX = "presence:"
 CHUNK = 1000  # feed ids per script call (Lua's unpack has a stack limit)
 
-# ARGV: prefix, instance id, ttl, number of (feed id, count) pairs to write (-1: read only),
-# the pairs, then the feed ids to total. Returns the totals in the order asked.
-EXCHANGE_SCRIPT = """
-local prefix, me, ttl, nwrite = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local index = prefix .. 'instances'
-local i = 5
-if nwrite >= 0 then
-  local key = prefix .. me
-  redis.call('DEL', key)
-  if nwrite > 0 then
-    for _ = 1, nwrite do
-      redis.call('HSET', key, ARGV[i], ARGV[i + 1])
-      i = i + 2
-    end
-    redis.call('EXPIRE', key, ttl)
-    redis.call('ZADD', index, now + ttl, me)
-    redis.call('EXPIRE', index, ttl)
-  else
-    redis.call('ZREM', index, me)
-  end
-end
-redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-local n = #ARGV - i + 1
-local totals = {}
-for k = 1, n do totals[k] = 0 end
-if n > 0 then
-  for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    local counts = redis.call('HMGET', prefix .. id, unpack(ARGV, i))
-    for k = 1, n do
-      if counts[k] then totals[k] = totals[k] + tonumber(counts[k]) end
-    end
-  end
-end
-return totals
-"""
+# Writes this instance's counts and returns the totals of some feeds (ARGV: see the file).
+EXCHANGE_SCRIPT = (Path(__file__).parent / "presence.lua").read_text()
 
 
 class PresenceStore(Protocol):
     async def exchange(self, counts: dict[int, int] | None, feed_ids: list[int]) -> dict[int, int]:
-        """Write this instance's counts (None: only refresh nothing) and return the feeds' totals."""
+        """Write this instance's counts (None: write nothing) and return the feeds' totals."""
 
 
 def _script_args(instance_id: str, ttl: int, counts: dict[int, int] | None, feed_ids: list[int]) -> list[Any]:
@@ -129,8 +89,9 @@ class RedisPresenceStore:
 class Presence:
     """One process's (one hub's) presence: local counts, the exchange with the store, the frames."""
 
-    def __init__(self, *, store: PresenceStore | None = None, interval: float = 1.0, ttl: float = 15.0,
-                 debounce: float = 0.05) -> None:
+    def __init__(
+        self, *, store: PresenceStore | None = None, interval: float = 1.0, ttl: float = 15.0, debounce: float = 0.05
+    ) -> None:
         self.store = store
         self.interval = interval
         self.heartbeat = ttl / 3
@@ -246,6 +207,7 @@ class Presence:
             fan_out_signal(stale, presence_frame(self.slugs.get(feed_id, ""), watching))
 
     def stop(self) -> None:
+        """Stop the loop (tests); the counts stay as they are."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
