@@ -184,6 +184,7 @@ class Presence:
                 if not self._failing:
                     self._failing = True
                     logger.warning("Presence: Redis unavailable (%s); watching counts are not updated", exc or type(exc).__name__)
+                self.push(self.totals)  # new readers still get a count: the last known one
                 return
             if self._failing:
                 self._failing = False
@@ -244,6 +245,7 @@ def presence_from_settings() -> Presence:
 _sync_lock = threading.Lock()
 _sync_script: Any = None
 _sync_failing = False
+_sync_retry_at = 0.0  # after a failure, requests skip Redis for a second (a hung Redis costs each 1 s)
 
 
 def _sync_exchange(feed_ids: list[int]) -> dict[int, int]:
@@ -271,12 +273,13 @@ def watching_counts(feed_ids: Iterable[int]) -> dict[int, int]:
 
     With Redis away the answer is this process's own count (logged once per outage).
     """
-    global _sync_failing
+    global _sync_failing, _sync_retry_at
     ids = list(feed_ids)
-    if redis_url():
+    if redis_url() and time.monotonic() >= _sync_retry_at:
         try:
             totals = _sync_exchange(ids)
         except Exception as exc:
+            _sync_retry_at = time.monotonic() + 1.0
             if not _sync_failing:
                 _sync_failing = True
                 logger.warning("Presence: Redis unavailable (%s); answering this process's counts", exc)

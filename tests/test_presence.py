@@ -149,6 +149,7 @@ class PresenceTests(SimpleTestCase):
         self.run_async(scenario())
 
     def test_a_store_outage_is_logged_once_and_the_counts_are_written_again_after_it(self):
+        """Redis away: one warning, readers keep (at least their own) counts; back: one info, counts rewritten."""
         async def scenario():
             store = FakeStore()
             one = Presence(store=store.client("one"), interval=0.05)
@@ -157,9 +158,11 @@ class PresenceTests(SimpleTestCase):
             await wait_until(lambda: watching(a) == [1], what="1")
             store.fail = True
             with self.assertLogs("notifications.presence", logging.INFO) as logs:
-                one.add(FakeConnection(FEED), "f")
+                newcomer = FakeConnection(FEED)
+                one.add(newcomer, "f")
                 calls = store.calls
                 await wait_until(lambda: store.calls > calls + 3, what="several failed ticks")
+                self.assertEqual(watching(newcomer), [2], "a reader connecting during the outage gets a count")
                 store.fail = False
                 await wait_until(lambda: store.hashes.get("one", (0, {}))[1] == {7: 2}, what="the rewrite")
             self.assertEqual([r.levelname for r in logs.records], ["WARNING", "INFO"], logs.output)
