@@ -510,7 +510,7 @@ class Bench:
         connect_profile = self.stop_profile(profile) if profile is not None else None
         rss_after = rss_bytes(self.system.servers_ps)
         # Presence frames are coalesced to one a second per reader: bounded by readers x seconds.
-        presence_frames = (await self.workers.received())["presence"]
+        presence_frames = await self.presence_settled()
         self.log(f"storm: {connect}; {presence_frames:,} presence frames; disconnecting all at once")
         await self.workers.close()
         members_left = await self.settle_members(members_baseline, timeout=60)
@@ -537,6 +537,17 @@ class Bench:
             result["profile"] = connect_profile
         self.log(f"storm: members left {result['members_left']}, afterwards {brief(after)}")
         return result
+
+
+    async def presence_settled(self, quiet: float = 2.5, limit: float = 15.0) -> int:
+        """Return the readers' feed.presence frames once none came for `quiet` s (at most `limit` s)."""
+        deadline, count, changed = time.monotonic() + limit, -1, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - changed < quiet:
+            now = (await self.workers.received())["presence"]
+            if now != count:
+                count, changed = now, time.monotonic()
+            await asyncio.sleep(0.25)
+        return count
 
 
 def brief(phase: dict[str, Any]) -> str:
