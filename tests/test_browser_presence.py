@@ -10,12 +10,15 @@ from feed.models import Feed
 from tests.browser import Browser, ScreenshotOnFailureMixin, require_browser
 from tests.harness import MultiInstanceTestCase
 
-# Record what the polite region says, and when (presence.js announces at most every 10 s).
+# Record what is said politely, and when (presence.js: at most every 10 s): through the shared
+# announcer (static/js/announce.js, a new paragraph per message) where the page has one, else
+# through the page's own #watching-announcement.
 RECORD_ANNOUNCEMENTS = """
 window.__announcements = [];
-var region = document.getElementById("watching-announcement");
+var region = document.getElementById("announcer") || document.getElementById("watching-announcement");
 new MutationObserver(function () {
-  if (region.textContent) window.__announcements.push([Date.now(), region.textContent]);
+  var said = (region.lastElementChild || region).textContent;
+  if (said && /watching/.test(said)) window.__announcements.push([Date.now(), said]);
 }).observe(region, {childList: true, characterData: true, subtree: true});
 """
 MIN_GAP_MS = 10000
