@@ -88,6 +88,7 @@ class Reader(asyncio.Protocol):
         self.times = array("d")
         self.fresh = 0
         self.other_frames = 0
+        self.presence_frames = 0  # feed.presence frames (no seq), counted in the storm scenario
         self.close_code: int | None = None
         self.closing = False
 
@@ -177,6 +178,8 @@ class Reader(asyncio.Protocol):
         match = SEQ_RE.search(payload)
         if match is None:
             self.other_frames += 1
+            if b'"feed.presence"' in payload:
+                self.presence_frames += 1
             return
         seq = int(match.group(1))
         if not self.seqs:
@@ -280,7 +283,8 @@ class ReaderPool:
     def received(self) -> dict[str, int]:
         """Return the frames recorded since the last take: all of them, and those above the floor."""
         return {"frames": sum(len(reader.seqs) for reader in self.readers),
-                "fresh": sum(reader.fresh for reader in self.readers)}
+                "fresh": sum(reader.fresh for reader in self.readers),
+                "presence": sum(reader.presence_frames for reader in self.readers)}
 
     def take(self, floor: int | None = None) -> dict[str, Any]:
         """Return and forget every connection's frames; with a floor, later frames at or below it

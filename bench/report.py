@@ -152,6 +152,7 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     row("storm: failed handshakes", lambda p: p["storm"]["connect"]["failed"])
     row("storm: handshakes/s", lambda p: p["storm"]["connect"]["per_s"])
     row("storm: group members left", lambda p: p["storm"]["members_left"])
+    row("storm: presence frames at the readers", lambda p: p["storm"].get("presence_frames"))
     row("storm: readers afterwards receive", lambda p: "yes" if p["storm"]["after"]["lost"] == 0 else
         f"no ({p['storm']['after']['lost']:,} lost)")
     row("notifications: sockets / comments/s × mentions",

@@ -165,9 +165,10 @@ class Workers:
         }
 
     async def received(self) -> dict[str, int]:
-        """Return the frames since the last take: all, and the current phase's ("fresh": above the floor)."""
+        """Return the frames since the last take: all, and the current phase's ("fresh": above the floor);
+        "presence": the open readers' feed.presence frames since they connected."""
         results = await self.call("received")
-        return {key: sum(r[key] for r in results) for key in ("frames", "fresh")}
+        return {key: sum(r[key] for r in results) for key in ("frames", "fresh", "presence")}
 
     async def take(self, floor: int | None = None) -> dict[str, Any]:
         results = await self.call("take", floor)
@@ -533,7 +534,9 @@ class Bench:
         members_connected = sum(self.system.group_members().values()) - members_baseline
         connect_profile = self.stop_profile(profile) if profile is not None else None
         rss_after = rss_bytes(self.system.servers_ps)
-        self.log(f"storm: {connect}; disconnecting all at once")
+        # Presence frames are coalesced to one a second per reader: bounded by readers x seconds.
+        presence_frames = await self.presence_settled()
+        self.log(f"storm: {connect}; {presence_frames:,} presence frames; disconnecting all at once")
         await self.workers.close()
         members_left = await self.settle_members(members_baseline, timeout=60)
         disconnected_at = time.monotonic()
@@ -546,6 +549,7 @@ class Bench:
         result = {
             "connect": connect,
             "members_while_connected": members_connected,
+            "presence_frames": presence_frames,
             "members_left": max(0, members_left),
             "groups_after": self.system.group_members(),
             "settle_seconds": round(time.monotonic() - disconnected_at, 1),
@@ -558,6 +562,17 @@ class Bench:
             result["profile"] = connect_profile
         self.log(f"storm: members left {result['members_left']}, afterwards {brief(after)}")
         return result
+
+
+    async def presence_settled(self, quiet: float = 2.5, limit: float = 15.0) -> int:
+        """Return the readers' feed.presence frames once none came for `quiet` s (at most `limit` s)."""
+        deadline, count, changed = time.monotonic() + limit, -1, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - changed < quiet:
+            now = (await self.workers.received())["presence"]
+            if now != count:
+                count, changed = now, time.monotonic()
+            await asyncio.sleep(0.25)
+        return count
 
 
 def brief(phase: dict[str, Any]) -> str:
@@ -616,6 +631,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     if "storm" in project:
         s = project["storm"]
         out["storm"] = {"failed_handshakes": s["connect"]["failed"], "members_left": s["members_left"],
+                        "presence_frames": s.get("presence_frames"),
                         "after_lost": s["after"]["lost"],
                         "met": s["connect"]["failed"] == 0 and s["members_left"] == 0 and s["after"]["lost"] == 0
                         and s["after"]["received"] == s["after"]["expected"]}

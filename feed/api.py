@@ -12,7 +12,7 @@ from ninja import Header, NinjaAPI, Query
 from feed.api_auth import BearerToken, SessionCookie, anonymous
 from feed.api_errors import JsonBodyParser, api_not_found, install_error_handlers, json_method_not_allowed
 from feed.api_schemas import CommentIn, CommentOut, ErrorOut, EventOut, FeedOut
-from feed.models import IDEMPOTENCY_KEY_MAX_LENGTH
+from feed.models import IDEMPOTENCY_KEY_MAX_LENGTH, Feed
 from feed.moderation import comment_remove
 from feed.ratelimit import client_identity
 from feed.rendering import comment_as_dict, event_as_dict
@@ -27,11 +27,15 @@ from feed.selectors import (
 )
 from feed.services import comment_submit
 from notifications.api import router as notifications_router
+from notifications.presence import watching_counts
 
 DESCRIPTION = """\
 Read feeds and comments, and post comments. New comments also arrive live on the
 WebSocket `/ws/feeds/{slug}/?format=json`; after a disconnect, catch up with
 `GET /api/feeds/{slug}/comments/?after=<highest seq seen>`.
+
+Presence: each feed carries `watching`, its open live connections across all instances
+(`GET /api/feeds/{slug}/` for one feed); live readers get `feed.presence` frames when it changes.
 
 Authentication: `Authorization: Bearer <token>` (issue one with `manage.py issue_token <username>`),
 or the browser session (then unsafe requests need the `X-CSRFToken` header), or none:
@@ -106,7 +110,20 @@ READ_ERRORS: dict[int, Any] = {400: ErrorOut, 401: ErrorOut, 404: ErrorOut}
 def list_feeds(request: HttpRequest) -> list[dict[str, Any]]:
     """Return the feeds the caller may read: members-only feeds only to their members and staff."""
     user = request.auth  # type: ignore[attr-defined]
-    return [{"slug": f.slug, "title": f.title, "last_seq": f.last_seq} for f in feeds_readable(user=user)]
+    feeds = list(feeds_readable(user=user))
+    watching = watching_counts(feed.pk for feed in feeds)
+    return [feed_as_dict(feed, watching[feed.pk]) for feed in feeds]
+
+
+@api.get("/feeds/{slug}/", response={200: FeedOut, 401: ErrorOut, 404: ErrorOut}, url_name="feed", summary="Get a feed")
+def get_feed(request: HttpRequest, slug: str) -> dict[str, Any]:
+    """Return one feed, with its last seq and how many are watching it live."""
+    feed = feed_get_readable(slug=slug, user=request.auth)  # type: ignore[attr-defined]
+    return feed_as_dict(feed, watching_counts([feed.pk])[feed.pk])
+
+
+def feed_as_dict(feed: Feed, watching: int) -> dict[str, Any]:
+    return {"slug": feed.slug, "title": feed.title, "last_seq": feed.last_seq, "watching": watching}
 
 
 @api.get(

@@ -34,6 +34,13 @@ class FeedOut(Schema):
     last_seq: int = Field(
         description="The seq of the feed's last event, a comment created or removed (0 when it has none)."
     )
+    watching: int = Field(
+        description=(
+            "Open live connections (WebSockets) to the feed across all instances; a dead instance's stop"
+            " counting within 30 s. Live readers get changes as `feed.presence` frames."
+        ),
+        ge=0,
+    )
 
 
 class CommentIn(Schema):

@@ -112,6 +112,8 @@ def redis_settings_errors() -> list[Error]:
             ("REDIS_SOCKET_TIMEOUT", 0.01, MAX_REDIS_WAIT, float),
             ("CHANNEL_LAYER_SOCKET_TIMEOUT", 0.01, 3600, float),
             ("CHANNEL_LAYER_CAPACITY", 1, None, int),
+            # A dead instance's readers must stop counting within 30 s (the contract's Presence).
+            ("PRESENCE_TTL", 3, 25, int),
         ]
         if hasattr(settings, name)
         and (error := _number_error(name, getattr(settings, name), low, high, kind, "livefeed.E010"))

@@ -184,6 +184,9 @@ REDIS_SOCKET_TIMEOUT = env_number("REDIS_SOCKET_TIMEOUT", 0.5)
 # live path are bounded separately (LIVE_UPDATES layer_timeout).
 CHANNEL_LAYER_SOCKET_TIMEOUT = env_number("CHANNEL_LAYER_SOCKET_TIMEOUT", 15.0)
 CHANNEL_LAYER_CAPACITY = env_number("CHANNEL_LAYER_CAPACITY", 10000, int)
+# Seconds a process's presence counts live in Redis without a heartbeat (rewritten every third
+# of it): the connections of an instance that died stop counting within this (notifications.presence).
+PRESENCE_TTL = env_number("PRESENCE_TTL", 15, int)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {

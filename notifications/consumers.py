@@ -99,7 +99,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
         if feed is None:
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
-        if not await self.start_stream(feed_stream(feed.pk), json_mode=mode == "json"):
+        if not await self.start_stream(feed_stream(feed.pk), json_mode=mode == "json", presence_name=feed.slug):
             return
         if not feed.allow_anonymous:
             # Members-only: the stream ends when the reader's session or right to read does.
@@ -109,7 +109,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
                 scope=self.scope, feed_id=feed.pk, on_ended=lambda: conn.close(CLOSE_SESSION_ENDED)
             )
 
-    async def start_stream(self, key: StreamKey, *, json_mode: bool) -> bool:
+    async def start_stream(self, key: StreamKey, *, json_mode: bool, presence_name: str | None = None) -> bool:
         """Accept the handshake and hand the reader of this stream to the hub; False if it was closed."""
         hub = get_hub()
         self.conn = Connection(
@@ -124,7 +124,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
         if self.conn.protocol is not None:
             forget_handshake(self.conn.protocol)
         try:
-            await hub.attach(self.conn)
+            await hub.attach(self.conn, presence_name=presence_name)
         except Exception:
             # The database or the layer is away: 1013 makes clients retry (daphne's 1011 would not).
             logger.warning("Could not open %s for a reader; asking it to retry", key, exc_info=True)

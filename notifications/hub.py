@@ -42,6 +42,7 @@ from notifications.conf import LiveSettings, live_settings
 from notifications.connection import Connection, StreamEvent
 from notifications.fanout import close_stalled, fan_out, fan_out_signal
 from notifications.membership import Membership
+from notifications.presence import Presence, presence_from_settings
 from notifications.stream_state import StreamState
 from notifications.streams import StreamKey, StreamKind, StreamStore, stream_kinds
 
@@ -58,6 +59,7 @@ class StreamHub:
         kinds: Mapping[str, StreamKind] | None = None,
         store: StreamStore | None = None,
         get_layer: Callable[[], Any] | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.conf = conf
         self.kinds = stream_kinds() if kinds is None else kinds
@@ -67,6 +69,7 @@ class StreamHub:
         self._get_layer = get_layer or (lambda: get_channel_layer("default"))
         self.streams: dict[StreamKey, StreamState] = {}
         self.membership = Membership(None, conf)
+        self.presence = presence or Presence()  # counts feed readers (notifications.presence)
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving: set[asyncio.Task[None]] = set()
         # Events delivered to the live readers, by where the hub got them (logged at shutdown).
@@ -74,8 +77,8 @@ class StreamHub:
 
     # --- readers -----------------------------------------------------------------
 
-    async def attach(self, conn: Connection) -> None:
-        """Add a reader; it receives live events from the stream's current cursor on."""
+    async def attach(self, conn: Connection, *, presence_name: str | None = None) -> None:
+        """Add a reader; it receives live events from the cursor on. presence_name: count it (a feed's slug)."""
         state = self.streams.get(conn.stream)
         if state is None:
             state = self.streams[conn.stream] = self._new_state(conn.stream)
@@ -84,6 +87,8 @@ class StreamHub:
             self._start()
         state.members.add(conn)
         conn.on_close(self.detach)
+        if presence_name is not None:
+            self.presence.add(conn, presence_name)
         assert state.opened is not None
         try:
             await asyncio.shield(state.opened)
@@ -102,6 +107,7 @@ class StreamHub:
 
     def detach(self, conn: Connection) -> None:
         """Remove a reader; the stream's group is left when its last local reader goes."""
+        self.presence.remove(conn)
         state = self.streams.get(conn.stream)
         if state is None:
             return
@@ -293,7 +299,7 @@ def get_hub() -> StreamHub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
-        hub = _hubs[loop] = StreamHub(live_settings())
+        hub = _hubs[loop] = StreamHub(live_settings(), presence=presence_from_settings())
     return hub
 
 

@@ -672,8 +672,51 @@ def comment_seqs(frame: str | bytes) -> list[int]:
     return _frame_seqs(frame, FEED_EVENT_TYPES, SEQ_IN_HTML)
 
 
+WATCHING_IN_HTML = re.compile(r'<span id="feed-watching"[^>]*\bdata-watching="(\d+)"')
+
+
+def presence_watching(frame: str | bytes) -> int | None:
+    """Return the watching count of a presence frame (JSON feed.presence or the HTML swap), else None."""
+    if isinstance(frame, bytes):
+        frame = frame.decode(errors="replace")
+    text = frame.lstrip()
+    if text.startswith("{"):
+        try:
+            event = jsonlib.loads(text)
+        except ValueError:
+            return None
+        return int(event["watching"]) if event.get("type") == "feed.presence" else None
+    match = WATCHING_IN_HTML.match(text)
+    return int(match.group(1)) if match else None
+
+
+async def receive_skipping_presence(communicator: Any, timeout: float = 10) -> dict[str, Any]:
+    """Return a WebsocketCommunicator's next output that is not a presence frame (those carry no seq)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        output = await communicator.receive_output(timeout=max(0.01, deadline - time.monotonic()))
+        if output.get("type") != "websocket.send" or presence_watching(output.get("text") or "") is None:
+            return output
+
+
+async def nothing_but_presence(communicator: Any, within: float) -> bool:
+    """Return whether a WebsocketCommunicator gets nothing but presence frames for `within` seconds."""
+    deadline = time.monotonic() + within
+    while (remaining := deadline - time.monotonic()) > 0:
+        if await communicator.receive_nothing(timeout=remaining):
+            return True
+        output = await communicator.receive_output(timeout=1)
+        if output.get("type") != "websocket.send" or presence_watching(output.get("text") or "") is None:
+            return False
+    return True
+
+
 class FeedReader:
-    """A WebSocket reader of one feed on one instance; a background thread collects frames."""
+    """A WebSocket reader of one feed on one instance; a background thread collects frames.
+
+    Presence frames (no seq, outside the seq guarantee) are kept apart: ``frames`` holds the
+    stream's other frames, ``watching`` the counts of the presence frames in arrival order.
+    """
 
     # How a frame's seqs are found; NotificationReader reads notification seqs instead.
     seqs_of: Callable[[str | bytes], list[int]] = staticmethod(comment_seqs)  # type: ignore[assignment]
@@ -687,6 +730,8 @@ class FeedReader:
         self.frames: list[str] = []
         self.seqs: list[int] = []
         self.arrivals: list[float] = []  # time.monotonic() of each seq's arrival
+        self.watching: list[int] = []  # presence frames' counts
+        self.presence_frames: list[str] = []  # the presence frames themselves
         self.closed = threading.Event()
         self.close_code: int | None = None
         self._connection: ClientConnection | None = None
@@ -721,6 +766,13 @@ class FeedReader:
         connection_ = self._connection
         try:
             for frame in connection_:
+                watching = presence_watching(frame)
+                if watching is not None:
+                    with self._changed:
+                        self.watching.append(watching)
+                        self.presence_frames.append(frame if isinstance(frame, str) else frame.decode(errors="replace"))
+                        self._changed.notify_all()
+                    continue
                 seqs = self.seqs_of(frame)
                 now = time.monotonic()
                 with self._changed:
@@ -752,6 +804,12 @@ class FeedReader:
     def wait_for_seq(self, seq: int, timeout: float = 20) -> None:
         """Wait until a comment with seq >= `seq` has arrived."""
         self.wait_until(lambda reader: reader.last_seq >= seq, timeout, f"seq {seq}")
+
+    def wait_watching(self, count: int, timeout: float = 20) -> None:
+        """Wait until the latest presence frame says `count` watching."""
+        self.wait_until(
+            lambda reader: reader.watching[-1:] == [count], timeout, f"{count} watching (have {self.watching[-5:]})"
+        )
 
     def wait_closed(self, timeout: float = 20) -> int:
         """Wait until the server closed the connection; return the close code (1006: no close frame)."""

@@ -56,9 +56,9 @@ class FeedListTests(ApiTestCase):
         self.assertEqual(
             response.json(),
             [
-                {"slug": "club", "title": "Club", "last_seq": 0},
-                {"slug": "demo", "title": "Demo feed", "last_seq": 0},
-                {"slug": "talk", "title": "Talk", "last_seq": 1},
+                {"slug": "club", "title": "Club", "last_seq": 0, "watching": 0},
+                {"slug": "demo", "title": "Demo feed", "last_seq": 0, "watching": 0},
+                {"slug": "talk", "title": "Talk", "last_seq": 1, "watching": 0},
             ],
         )
 
@@ -79,6 +79,24 @@ class FeedListTests(ApiTestCase):
         self.club.members.add(bot)
         response = self.client.get("/api/feeds/", HTTP_AUTHORIZATION=f"Bearer {secret}")
         self.assertEqual([f["slug"] for f in response.json()], ["club", "demo", "talk"])
+
+
+class FeedDetailTests(ApiTestCase):
+    def test_one_feed_with_slug_title_last_seq_and_watching(self):
+        """GET /api/feeds/<slug>/ answers the feed as the list does (watching: 0 with no live reader)."""
+        comment_create(feed=self.feed, author="ann", body="one")
+        response = self.client.get("/api/feeds/talk/")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.json(), {"slug": "talk", "title": "Talk", "last_seq": 1, "watching": 0})
+
+    def test_unknown_and_hidden_feeds_answer_404_alike(self):
+        """An unknown feed and a members-only feed the caller may not read are both 404 not_found."""
+        self.assertError(self.client.get("/api/feeds/nope/"), 404, "not_found")
+        self.assertError(self.client.get("/api/feeds/club/"), 404, "not_found")
+        member = get_user_model().objects.create_user("member")
+        self.club.members.add(member)
+        self.client.force_login(member)
+        self.assertEqual(self.client.get("/api/feeds/club/").json()["slug"], "club")
 
 
 class CommentListTests(ApiTestCase):

@@ -97,6 +97,12 @@ class SettingsCheckTests(SimpleTestCase):
         self.assertIn("CHANNEL_LAYER_SOCKET_TIMEOUT", errors[0])
         self.assertIn("CHANNEL_LAYER_CAPACITY", messages(CHANNEL_LAYER_CAPACITY=0)[0])
 
+    def test_presence_ttl_must_let_a_dead_instance_stop_counting_within_30_seconds(self):
+        """PRESENCE_TTL 3-25 s: shorter would expire live instances between heartbeats, longer breaks the 30 s."""
+        self.assertEqual(messages(PRESENCE_TTL=15), [])
+        for bad in (2, 26):
+            self.assertIn("PRESENCE_TTL", messages(PRESENCE_TTL=bad)[0])
+
     def test_posting_settings_are_checked(self):
         """A malformed rate, a bad trusted proxy, both proxy settings, a zero session re-check: refused by name."""
         self.assertIn("FEED_POST_RATE", messages(FEED_POST_RATE="30 per minute")[0])

@@ -22,6 +22,7 @@ from notifications.connection import Connection, StreamEvent, pending_bytes
 from notifications.events import comment_created_event, feed_group_name
 from notifications.hub import StreamHub, all_hubs
 from notifications.streams import FeedKind, StreamStore, feed_stream
+from tests.harness import presence_watching
 
 ORIGIN = (b"origin", b"http://localhost")
 SEQ_RE = re.compile(r'data-seq="(\d+)"')
@@ -39,7 +40,10 @@ def frame_seq(frame, json_mode):
 
 
 class Reader:
-    """A WebsocketCommunicator on /ws/feeds/<slug>/ that collects comment seqs."""
+    """A WebsocketCommunicator on /ws/feeds/<slug>/ that collects comment seqs.
+
+    Presence frames (feed.presence, no seq) go to ``watching``, not ``frames``/``seqs``.
+    """
 
     def __init__(self, slug, *, json_mode=False, headers=None, query=None):
         self.json_mode = json_mode
@@ -51,6 +55,7 @@ class Reader:
         self.communicator = WebsocketCommunicator(application, path, headers=[ORIGIN] if headers is None else headers)
         self.seqs = []
         self.frames = []
+        self.watching = []
         self.connected = False
 
     async def connect(self, resume_after=None):
@@ -73,6 +78,8 @@ class Reader:
             output = await self.communicator.receive_output(timeout=remaining)
             if output["type"] != "websocket.send":
                 raise AssertionError(f"expected a frame, got {output} after seqs {self.seqs}")
+            if self.is_presence(output["text"]):
+                continue
             self.frames.append(output["text"])
             self.seqs.append(frame_seq(output["text"], self.json_mode))
         return self.seqs
@@ -84,11 +91,25 @@ class Reader:
             output = await self.communicator.receive_output(timeout=max(0.01, deadline - time.monotonic()))
             if output["type"] == "websocket.close":
                 return output.get("code", 1000)
+            if self.is_presence(output["text"]):
+                continue
             self.frames.append(output["text"])
             self.seqs.append(frame_seq(output["text"], self.json_mode))
 
+    def is_presence(self, text):
+        watching = presence_watching(text)
+        if watching is not None:
+            self.watching.append(watching)
+        return watching is not None
+
     async def assert_nothing_more(self, within=0.5):
-        assert await self.communicator.receive_nothing(timeout=within), "unexpected frame"
+        """No frame but presence frames arrives within `within` seconds."""
+        deadline = time.monotonic() + within
+        while (remaining := deadline - time.monotonic()) > 0:
+            if await self.communicator.receive_nothing(timeout=remaining):
+                return
+            output = await self.communicator.receive_output(timeout=1)
+            assert output["type"] == "websocket.send" and self.is_presence(output["text"]), f"unexpected {output}"
 
     async def close(self):
         await self.communicator.disconnect()

@@ -12,6 +12,7 @@ from feed.models import Feed
 from feed.services import comment_create
 
 FEEDS = "/api/feeds/"
+FEED = "/api/feeds/{slug}/"
 COMMENTS = "/api/feeds/{slug}/comments/"
 NOTIFICATIONS = "/api/notifications/"
 SUMMARY = "/api/notifications/summary/"
@@ -20,6 +21,7 @@ READ = "/api/notifications/read/"
 # The JSON API section of CONTRACT.md: each operation and the statuses it documents.
 CONTRACT = {
     (FEEDS, "get"): {"200", "401"},
+    (FEED, "get"): {"200", "401", "404"},
     (COMMENTS, "get"): {"200", "400", "401", "404"},
     (COMMENTS, "post"): {"201", "400", "401", "403", "404", "413", "415"},
     (NOTIFICATIONS, "get"): {"200", "400", "401"},
@@ -125,6 +127,9 @@ class RealResponsesMatchSchemaTests(OpenApiTestCase):
         cases = [
             (FEEDS, "get", 200, lambda: self.client.get("/api/feeds/")),
             (FEEDS, "get", 401, lambda: self.client.get("/api/feeds/", **bad_token)),
+            (FEED, "get", 200, lambda: self.client.get("/api/feeds/talk/")),
+            (FEED, "get", 401, lambda: self.client.get("/api/feeds/talk/", **bad_token)),
+            (FEED, "get", 404, lambda: self.client.get("/api/feeds/club/")),
             (COMMENTS, "get", 200, lambda: self.client.get("/api/feeds/talk/comments/?after=0&limit=10")),
             (COMMENTS, "get", 400, lambda: self.client.get("/api/feeds/talk/comments/?limit=500")),
             (COMMENTS, "get", 401, lambda: self.client.get("/api/feeds/talk/comments/", **bad_token)),

@@ -25,7 +25,13 @@ from feed.models import Comment, Feed
 from livefeed.asgi import application
 from livefeed.limits import RequestBodyLimitMiddleware
 from tests.browser import Browser, require_browser
-from tests.harness import DaphneInstance, MultiInstanceTestCase, subprocess_database_url
+from tests.harness import (
+    DaphneInstance,
+    MultiInstanceTestCase,
+    nothing_but_presence,
+    receive_skipping_presence,
+    subprocess_database_url,
+)
 
 LIMIT = 4096
 # The API's error shape, as feed.api_errors answers a body Django itself finds too large.
@@ -412,7 +418,7 @@ class MembersOnlyStreamSessionTests(TransactionTestCase):
         return connected, communicator
 
     async def assert_closed_with_session_ended(self, communicator):
-        output = await communicator.receive_output(timeout=10)
+        output = await receive_skipping_presence(communicator, timeout=10)
         self.assertEqual(output, {"type": "websocket.close", "code": 4401})
 
     async def test_signing_out_closes_the_stream(self):
@@ -420,7 +426,7 @@ class MembersOnlyStreamSessionTests(TransactionTestCase):
         connected, communicator = await self.open_stream()
         try:
             self.assertTrue(connected)
-            self.assertTrue(await communicator.receive_nothing(timeout=0.7))  # checks pass while signed in
+            self.assertTrue(await nothing_but_presence(communicator, 0.7))  # checks pass while signed in
             await database_sync_to_async(SessionStore(self.session_key).delete)()
             await self.assert_closed_with_session_ended(communicator)
         finally:
@@ -474,7 +480,7 @@ class MembersOnlyStreamSessionTests(TransactionTestCase):
         try:
             self.assertTrue(connected)
             await database_sync_to_async(SessionStore(self.session_key).delete)()
-            self.assertTrue(await communicator.receive_nothing(timeout=1.0))
+            self.assertTrue(await nothing_but_presence(communicator, 1.0))
         finally:
             await communicator.disconnect()
 

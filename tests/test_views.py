@@ -146,6 +146,15 @@ class FeedPageTests(TestCase):
         tags = _Tags(self.client.get("/feeds/talk/").content.decode())
         self.assertEqual(len(tags.find("span", id="connection-state", **{"data-state": "offline"})), 1)
 
+    def test_page_has_a_watching_element_and_a_quiet_announcement_region(self):
+        """"N watching" is filled by the stream (hidden until then, not a live region); announcements go to a polite status."""
+        tags = _Tags(self.client.get("/feeds/talk/").content.decode())
+        [watching] = tags.find("span", id="feed-watching")
+        self.assertEqual(watching.get("aria-live"), "off")
+        self.assertIn("hidden", watching)
+        [region] = tags.find("p", id="watching-announcement")
+        self.assertEqual((region.get("role"), region.get("aria-live")), ("status", "polite"))
+
     def test_page_has_no_inline_script_and_loads_local_assets(self):
         """Scripts come from /static/ with defer, none inline, and htmx needs no eval or inline styles."""
         html = self.client.get("/feeds/talk/").content.decode()
@@ -160,6 +169,7 @@ class FeedPageTests(TestCase):
                 "/static/js/feed.js",
                 "/static/js/people.js",
                 "/static/js/post_retry.js",
+                "/static/js/presence.js",
             ],
         )
         self.assertTrue(all("defer" in s for s in scripts))
