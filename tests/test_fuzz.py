@@ -157,10 +157,11 @@ class CommentTextPropertyTests(HypothesisTestCase):
         parser.close()
         self.assertEqual(parser.text["comment-author"], stored.author)
         self.assertEqual(parser.text["comment-body"], stored.body)
-        # Author, guest marker, time, seq; the body; the reply action (its label names the author).
+        # Author, guest marker, time, seq; the body; the actions: reply and remove (their labels
+        # name the author; remove is hidden where the viewer may not use it).
         self.assertEqual(
             [tag for tag in parser.tags if tag != "br"],
-            ["article", "header", "span", "span", "time", "span", "p", "p", "a", "span"],
+            ["article", "header", "span", "span", "time", "span", "p", "div", "a", "span", "form", "button", "span"],
         )
         self.assertEqual(comment_as_dict(stored)["body"], stored.body)
 
@@ -237,7 +238,8 @@ class ApiFuzzTests(TestCase):
             {operation.label for operation in operations},
             {
                 "GET /api/feeds/", "GET /api/feeds/{slug}/", "GET /api/feeds/{slug}/comments/",
-                "POST /api/feeds/{slug}/comments/",
+                "POST /api/feeds/{slug}/comments/", "DELETE /api/feeds/{slug}/comments/{comment_id}/",
+                "GET /api/feeds/{slug}/events/",
                 "GET /api/notifications/", "GET /api/notifications/summary/", "POST /api/notifications/read/",
             },
         )
