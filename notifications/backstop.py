@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from notifications.conf import CHECK_HISTORY
+from notifications.cancellation import raise_if_cancelled
 
 if TYPE_CHECKING:
     from notifications.connection import StreamEvent
@@ -92,6 +93,7 @@ class Filler:
                 before = order.cursor
                 # Read only up to the target: what is newer is likely in flight on the live path.
                 await self.fetch(before, min(self.batch_size, self.target - before))
+                raise_if_cancelled()
                 if order.cursor == before:
                     break
         except asyncio.CancelledError:

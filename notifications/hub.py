@@ -38,6 +38,7 @@ from channels.layers import get_channel_layer
 
 from notifications import live_metrics, replay
 from notifications.backstop import check_streams
+from notifications.cancellation import raise_if_cancelled
 from notifications.conf import LiveSettings, live_settings
 from notifications.connection import Connection, StreamEvent
 from notifications.fanout import close_stalled, fan_out, fan_out_signal
@@ -277,6 +278,7 @@ class StreamHub:
             await asyncio.sleep(self.conf.check_interval)
             try:
                 await self.check()
+                raise_if_cancelled()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -28,6 +28,7 @@ from django.utils.html import escape
 
 from notifications.connection import StreamEvent
 from notifications.fanout import fan_out_signal
+from notifications.cancellation import raise_if_cancelled
 
 if TYPE_CHECKING:
     from notifications.connection import Connection
@@ -160,6 +161,7 @@ class Presence:
             self._ticked_at = loop.time()
             try:
                 await self.tick()
+                raise_if_cancelled()
             except asyncio.CancelledError:
                 raise
             except Exception:

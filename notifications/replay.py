@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from notifications import live_metrics
 from notifications.fanout import send_replay
 from notifications.frames import CLOSE_TRY_AGAIN_LATER
+from notifications.cancellation import raise_if_cancelled
 
 if TYPE_CHECKING:
     from notifications.connection import Connection, StreamEvent
@@ -96,6 +97,7 @@ async def catch_up(state: StreamState, conn: Connection) -> None:
             events = order.recent_after(conn.sent_seq)
             if events is None:
                 events = await state.reads.fetch(conn.sent_seq)
+                raise_if_cancelled()
                 if conn.closed or state.closed:
                     return
                 if not events:

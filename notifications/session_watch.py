@@ -34,6 +34,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from feed.selectors import feed_readers_allowed
+from notifications.cancellation import raise_if_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class AccessWatcher:
                 await self.sweep()
             except Exception:  # the database is away: keep the readers, check again next time
                 logger.warning("Could not re-check members-only WebSockets", exc_info=True)
+            raise_if_cancelled()
 
     async def sweep(self) -> None:
         """Check every watched socket now; a full check for those whose turn it is."""
@@ -253,6 +255,7 @@ class CredentialWatch:
             await asyncio.sleep(interval)
             if not await self.recheck():
                 return
+            raise_if_cancelled()
 
 
 def credential_watch_start(
