@@ -68,6 +68,7 @@ class Reader(asyncio.Protocol):
             f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n"
         ).encode()
         self.hello = hello
+        self.host, self.port, self.path = host, port, path
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -254,6 +255,7 @@ class ReaderPool:
             Reader.floor = floor
         return {
             "connections": [reader.take() for reader in self.readers],
+            "paths": [reader.path for reader in self.readers],
             "dropped": sum(1 for reader in self.readers if reader.transport is None or reader.transport.is_closing()),
             "close_codes": [reader.close_code for reader in self.readers if reader.close_code is not None],
         }
@@ -343,12 +345,13 @@ class Poster:
             pool.put_nowait((base, reader, writer))
             return
         host, port = self.bases[base]
+        path = self.path_for(index)
         payload: dict[str, Any] = {"author": "bench", "body": f"load test comment {index}"}
         if self.numbering is not None:
             payload["seq"] = self.numbering.next()
         body = json.dumps(payload).encode()
         request = (
-            f"POST {self.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         try:
@@ -362,7 +365,7 @@ class Poster:
                 self.errors[key] = self.errors.get(key, 0) + 1
             else:
                 seq = json.loads(response)["seq"]
-                self.sent[seq] = sent_at
+                self.record(seq, sent_at, path)
                 self.response_times.append(time.monotonic() - sent_at)
             if headers.get("connection", "").lower() == "close":
                 writer.close()
@@ -375,6 +378,13 @@ class Poster:
             reader = writer = None
         finally:
             pool.put_nowait((base, reader, writer))
+
+    def path_for(self, index: int) -> str:
+        """Return where post number `index` goes (one feed here; see bench.scenarios.FeedsPoster)."""
+        return self.path
+
+    def record(self, seq: int, sent_at: float, path: str) -> None:
+        self.sent[seq] = sent_at
 
     async def run(self, *, count: int, rate: float | None, max_seconds: float) -> dict[str, Any]:
         """Post `count` comments at `rate` per second (None: as fast as the server answers).

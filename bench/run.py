@@ -38,18 +38,20 @@ if __package__ in (None, ""):
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
-from bench import loadgen, report  # noqa: E402
-from bench.servers import HOST, ROOT, Stack, cpu_seconds, migrate, rss_bytes  # noqa: E402
+from bench import loadgen, report, scenarios as more  # noqa: E402
+from bench.scenarios import frame_cost, generator_saturated  # noqa: E402
+from bench.servers import HOST, ROOT, Stack, cpu_seconds, migrate, rss_bytes, start_node_peer  # noqa: E402
 
 FEED = "demo"
+NODE_LABEL = "Node ws peer (1 process)"
 RESULTS = ROOT / "bench" / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run of every scenario")
-    parser.add_argument("--systems", default="project,peer", help="comma-separated: project, peer")
-    parser.add_argument("--scenarios", default="memory,keep_up,full_speed,storm")
+    parser.add_argument("--systems", default="project,node,peer", help="comma-separated: project, peer, node")
+    parser.add_argument("--scenarios", default="memory,keep_up,full_speed,storm,keep_up_big,many_feeds")
     parser.add_argument("--servers", type=int, default=2, help="daphne instances per system")
     parser.add_argument("--readers", type=int, default=1000)
     parser.add_argument("--keep-up-rate", type=float, default=20.0, help="comments per second")
@@ -75,8 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--py-spy", action="store_true", help="profile one daphne during full speed (py-spy)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json and latest.png go")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with the server logs")
+    more.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
+        more.quick(args)
         args.readers = min(args.readers, 50)
         args.keep_up_seconds = min(args.keep_up_seconds, 3.0)
         args.full_speed_posts = min(args.full_speed_posts, 30)
@@ -154,11 +158,12 @@ class Workers:
     async def take(self, floor: int | None = None) -> dict[str, Any]:
         results = await self.call("take", floor)
         connections = [c for r in results for c in r["connections"]]
+        paths = [c for r in results for c in r["paths"]]
         codes: dict[str, int] = {}
         for r in results:
             for code in r["close_codes"]:
                 codes[str(code)] = codes.get(str(code), 0) + 1
-        return {"connections": connections, "dropped": sum(r["dropped"] for r in results), "close_codes": codes}
+        return {"connections": connections, "paths": paths, "dropped": sum(r["dropped"] for r in results), "close_codes": codes}
 
     async def close(self, *, abrupt: bool = False) -> int:
         results = await self.call("close", {"abrupt": abrupt, "timeout": 30.0})
@@ -187,15 +192,19 @@ class System:
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stack = Stack(self.workdir)
-        self.label = {"project": "project", "peer": "tutorial peer (core layer)"}[name]
+        self.label = {"project": "project", "peer": "tutorial peer (core layer)", "node": NODE_LABEL}[name]
         # One counter for the whole run: the peer's seqs go on from phase to phase.
-        self.numbering = loadgen.SeqCounter() if name == "peer" else None
+        self.numbering = loadgen.SeqCounter() if name in ("peer", "node") else None
         self.posted_seqs: set[int] = set()
 
     def start(self) -> None:
         self.stack.start_redis()
         env = {"REDIS_URL": self.stack.redis_url, "DEBUG": "1", "FEED_POST_RATE": "off", "LOG_LEVEL": "WARNING",
                "PYTHONUNBUFFERED": "1"}
+        if self.name == "node":
+            # One Node process; the Redis started above stays idle (the bench asks it for group members).
+            start_node_peer(self.stack)
+            return
         if self.name == "project":
             env["LOG_LEVEL"] = "INFO"  # for the hub's delivery counts at shutdown (hub_deliveries)
             env["DATABASE_URL"] = self.args.database_url or f"sqlite:///{self.workdir / 'bench.sqlite3'}"
@@ -244,7 +253,7 @@ class System:
     def hello(self) -> bytes | None:
         # The project's readers resume like the page does, so a gap would be filled from
         # the database; the peer has no resume and ignores client frames.
-        if self.name == "peer":
+        if self.name in ("peer", "node"):
             return None
         return json.dumps({"type": "resume", "after": self.last_seq()}).encode()
 
@@ -299,6 +308,7 @@ class Bench:
         machine = round(100 * (after.pop("machine") - before["machine"]) / seconds, 1)
         percent: dict[str, Any] = {}
         per_process: dict[str, float] = {}
+        used_seconds: dict[str, float] = {}
         names = {p.pid: s.name for s, p in zip(self.system.stack.servers, self.system.servers_ps)}
         names[self.system.stack.redis.process.pid] = "redis"
         names[os.getpid()] = "generator-main"
@@ -311,9 +321,11 @@ class Bench:
                 total += used
                 per_process[names.get(pid, str(pid))] = round(100 * used / seconds, 1)
             percent[group] = round(100 * total / seconds, 1)
+            used_seconds[group] = round(total, 3)
         # Other processes on the machine (other users' jobs) compete for the same cores.
         percent["other_processes"] = round(max(0.0, machine - sum(percent.values())), 1)
-        return {"cpu_percent": percent, "cpu_percent_per_process": per_process}
+        return {"cpu_percent": percent, "cpu_percent_per_process": per_process, "cpu_seconds": used_seconds,
+                "generator_saturated": generator_saturated(per_process)}
 
     async def drain(self, expected_total: int) -> None:
         """After posting: wait until every expected frame is in, or frames stop coming, or the cap is hit.
@@ -408,7 +420,7 @@ class Bench:
         if profile:
             stats["profile"] = profile_summary
         return {
-            **stats, **usage, "posts": posted, "readers_dropped": taken["dropped"], "close_codes": taken["close_codes"],
+            **stats, **usage, **frame_cost(usage, stats["received"]), "posts": posted, "readers_dropped": taken["dropped"], "close_codes": taken["close_codes"],
             "offered_rate": rate, "post_rate": round(posted["posted"] / posted["seconds"], 1) if posted["seconds"] else None,
         }
 
@@ -491,8 +503,13 @@ class Bench:
 
         if "storm" in scenarios:
             phases["storm"] = await self.storm(members_baseline)
+        await self.run_more(phases, scenarios, members_baseline)
         alive = [s.name for s in self.system.stack.servers if s.process.poll() is None]
         return {"label": self.system.label, "phases": phases, "servers_alive_at_end": alive}
+
+    async def run_more(self, phases: dict[str, Any], scenarios: set[str], members_baseline: int) -> None:
+        """The scenarios of bench/scenarios.py: keep-up at 5,000 readers, many feeds."""
+        await more.run(self, phases, scenarios, members_baseline)
 
     async def storm(self, members_baseline: int) -> dict[str, Any]:
         args = self.args
@@ -598,7 +615,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    raise_fd_limit(args.storm_readers * 3 + 500)
+    raise_fd_limit(max(args.storm_readers, args.big_readers, args.feeds * args.feed_readers) * 3 + 500)
     workdir = Path(tempfile.mkdtemp(prefix="livefeed-bench-"))
     result: dict[str, Any] = {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -633,6 +650,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     result["targets"] = targets(result)
+    result["node_comparison"] = more.node_comparison(result)
     result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["config"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
@@ -661,10 +679,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     table = report.markdown_table(report.summary_rows(result))
-    (args.out / "latest.md").write_text(table + "\n\n" + report.machine_line(result) + "\n")
+    comparison = report.markdown_table(more.comparison_rows(result["node_comparison"]))
+    (args.out / "latest.md").write_text(table + "\n\n" + comparison + "\n\n" + report.machine_line(result) + "\n")
     report.write_chart(result, args.out / "latest.png")
     print()
     print(table)
+    print()
+    print(comparison)
     print()
     print(report.machine_line(result))
     print("targets:", json.dumps(result["targets"]))
