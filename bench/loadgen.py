@@ -18,6 +18,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import re
 import time
 from array import array
@@ -260,6 +261,40 @@ class ReaderPool:
             "close_codes": [reader.close_code for reader in self.readers if reader.close_code is not None],
         }
 
+    async def reconnect(self, *, fraction: float, resume: bool, timeout: float) -> dict[str, Any]:
+        """Close a random `fraction` of the readers cleanly and open each again (the soak).
+
+        The new connection goes on recording into the old one's deliveries, so a reader is
+        checked as one reader over the whole run; with `resume` it asks for what it missed
+        (`resume` after the highest seq it had), as the page does.
+        """
+        if not self.readers:
+            return {"reconnected": 0, "failed": 0}
+        loop = asyncio.get_running_loop()
+        chosen = random.sample(range(len(self.readers)), max(1, round(len(self.readers) * fraction)))
+        failed = 0
+
+        async def one(index: int) -> None:
+            nonlocal failed
+            old = self.readers[index]
+            old.close(abrupt=False)
+            await asyncio.wait([old.closed], timeout=10)
+            if old.transport is not None and not old.transport.is_closing():
+                old.transport.abort()
+            after = max(old.seqs) if old.seqs else Reader.floor
+            hello = json.dumps({"type": "resume", "after": after}).encode() if resume else None
+            new = Reader(host=old.host, port=old.port, path=old.path, hello=hello)
+            new.seqs, new.times, new.fresh = old.seqs, old.times, old.fresh
+            try:
+                await asyncio.wait_for(self._open(loop, new, old.host, old.port), timeout=timeout)
+            except (OSError, ConnectionError, asyncio.TimeoutError):
+                failed += 1
+                return
+            self.readers[index] = new
+
+        await asyncio.gather(*(one(index) for index in chosen))
+        return {"reconnected": len(chosen) - failed, "failed": failed}
+
     async def close(self, *, abrupt: bool, timeout: float) -> dict[str, Any]:
         readers, self.readers = self.readers, []
         for reader in readers:
@@ -298,6 +333,8 @@ async def _serve(conn: Any) -> None:
             result = pool.take(args)
         elif command == "close":
             result = await pool.close(**args)
+        elif command == "reconnect":
+            result = await pool.reconnect(**args)
         else:
             result = {"error": f"unknown command {command}"}
         conn.send(result)

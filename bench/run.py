@@ -38,7 +38,7 @@ if __package__ in (None, ""):
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
-from bench import loadgen, report, scenarios as more  # noqa: E402
+from bench import loadgen, report, scenarios as more, soak, writepath  # noqa: E402
 from bench.scenarios import frame_cost, generator_saturated  # noqa: E402
 from bench.servers import HOST, ROOT, Stack, cpu_seconds, migrate, rss_bytes, start_node_peer  # noqa: E402
 
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run of every scenario")
     parser.add_argument("--systems", default="project,node,peer", help="comma-separated: project, peer, node")
-    parser.add_argument("--scenarios", default="memory,keep_up,full_speed,storm,keep_up_big,many_feeds")
+    parser.add_argument("--scenarios", default="memory,keep_up,full_speed,storm,keep_up_big,many_feeds,write_path")
     parser.add_argument("--servers", type=int, default=2, help="daphne instances per system")
     parser.add_argument("--readers", type=int, default=1000)
     parser.add_argument("--keep-up-rate", type=float, default=20.0, help="comments per second")
@@ -78,9 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json and latest.png go")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with the server logs")
     more.add_arguments(parser)
+    writepath.add_arguments(parser)
+    soak.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         more.quick(args)
+        args.write_posts = min(args.write_posts, 50)
         args.readers = min(args.readers, 50)
         args.keep_up_seconds = min(args.keep_up_seconds, 3.0)
         args.full_speed_posts = min(args.full_speed_posts, 30)
@@ -643,6 +646,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if deliveries is not None and system.name in result["systems"]:
                 result["systems"][system.name]["hub_deliveries"] = deliveries
                 print(f"[{system.name}] hub deliveries (events x hubs): {deliveries}", flush=True)
+        if "write_path" in args.scenarios.split(","):
+            result["write_path"] = await writepath.run(
+                args, workdir, lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
     finally:
         workers.stop()
         if args.keep_logs:
@@ -669,8 +675,25 @@ async def bounded(args: argparse.Namespace) -> dict[str, Any]:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+def main_soak(args: argparse.Namespace) -> int:
+    """`--soak`: the long steady run of the project (bench/soak.py); writes soak.json and soak.md."""
+    raise_fd_limit(args.soak_readers * 3 + 500)
+    args.max_seconds = max(args.max_seconds, args.soak_minutes * 60 + 600)
+    try:
+        result = asyncio.run(asyncio.wait_for(soak.run(args, System, Bench, Workers), args.max_seconds))
+    except (asyncio.CancelledError, asyncio.TimeoutError, KeyboardInterrupt):
+        print("soak stopped before the end; nothing written", file=sys.stderr)
+        return 2
+    soak.write(result, args.out)
+    print(soak.summary(result))
+    print(f"written: {args.out / 'soak.json'}, {args.out / 'soak.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.soak:
+        return main_soak(args)
     try:
         result = asyncio.run(bounded(args))
     except (asyncio.CancelledError, KeyboardInterrupt):
