@@ -210,6 +210,9 @@ class System:
             return
         if self.name == "project":
             env["LOG_LEVEL"] = "INFO"  # for the hub's delivery counts at shutdown (hub_deliveries)
+            # Every reader of the bench comes from 127.0.0.1: lift the per-address socket cap
+            # (WS_MAX_PER_CLIENT, 100 by default; 0 disables it), as FEED_POST_RATE=off lifts the post limit.
+            env["WS_MAX_PER_CLIENT"] = "0"
             env["DATABASE_URL"] = self.args.database_url or f"sqlite:///{self.workdir / 'bench.sqlite3'}"
             migrate(env=env, workdir=self.workdir)
             application = "livefeed.asgi:application"
@@ -629,7 +632,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "generator_workers": args.workers, "quick": args.quick, "daphne_args": args.daphne_arg, "backlog": args.backlog or 50,
             "database": "postgresql" if args.database_url else "sqlite",
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
-            "uvloop": loadgen.uvloop is not None, "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "uvloop": loadgen.uvloop is not None, "big_readers": args.big_readers, "feeds": args.feeds,
+            "feed_readers": args.feed_readers, "feeds_rate": args.feeds_rate, "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "systems": {},
     }
@@ -702,8 +706,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     table = report.markdown_table(report.summary_rows(result))
-    comparison = report.markdown_table(more.comparison_rows(result["node_comparison"]))
+    comparison = report.markdown_table(more.comparison_rows(result["node_comparison"])) + "\n\n" + more.extra_rows(result)
     (args.out / "latest.md").write_text(table + "\n\n" + comparison + "\n\n" + report.machine_line(result) + "\n")
+    more.write_comparison_chart(result, args.out / "comparison.png")
     report.write_chart(result, args.out / "latest.png")
     print()
     print(table)

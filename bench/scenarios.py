@@ -256,3 +256,83 @@ def comparison_rows(comparison: dict[str, Any]) -> list[tuple[str, ...]]:
 
 async def sleep_until(deadline: float) -> None:
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
+
+def extra_rows(result: dict[str, Any]) -> str:
+    """Markdown for many feeds and the write path (the project's figures, the peers' beside them)."""
+    parts = []
+    systems = {name: s["phases"]["many_feeds"] for name, s in result["systems"].items() if "many_feeds" in s["phases"]}
+    if systems:
+        config = result["config"]
+        lines = [f"| many feeds ({config.get('feeds', '?'):,} feeds × {config.get('feed_readers', '?')} readers, "
+                 f"{config.get('feeds_rate', '?')}/s) | " + " | ".join(result["systems"][n]["label"] for n in systems)
+                 + " |", "|---|" + "---|" * len(systems)]
+        for label, get in (
+            ("delivered / expected", lambda p: f"{p['received']:,} / {p['expected']:,}"),
+            ("lost / duplicated / out of order", lambda p: f"{p['lost']:,} / {p['duplicated']:,} / {p['out_of_order']:,}"),
+            ("latency p50 / p99 / max", lambda p: f"{p['latency_ms']['p50']} / {p['latency_ms']['p99']} / "
+                                                  f"{p['latency_ms']['max']} ms"),
+            ("server CPU per delivered frame", lambda p: f"{(p.get('cpu_us_per_frame') or {}).get('servers')} µs"),
+            ("generator CPU (saturated?)", lambda p: f"{p['cpu_percent']['generator']} % "
+                                                     f"({'yes' if p['generator_saturated'] else 'no'})"),
+            ("target: 0 lost, p99 ≤ 100 ms", lambda p: "met" if p["met"] else "not met"),
+        ):
+            lines.append(f"| {label} | " + " | ".join(get(p) for p in systems.values()) + " |")
+        parts.append("\n".join(lines))
+    write = result.get("write_path")
+    if write:
+        lines = [f"| write path ({write['posts']:,} posts, {write['servers']} instances, PostgreSQL, no readers) | "
+                 "project | plain Django insert view |", "|---|---|---|"]
+        for label, get in (
+            ("posts/s", lambda p: f"{p['posts_per_s']}"),
+            ("response p50 / p99", lambda p: f"{p['posts']['response_ms']['p50']} / {p['posts']['response_ms']['p99']} ms"),
+            ("server CPU per post", lambda p: f"{p['server_cpu_ms_per_post']} ms"),
+            ("errors", lambda p: str(sum(p["posts"]["errors"].values()))),
+        ):
+            lines.append(f"| {label} | {get(write['project'])} | {get(write['write_peer'])} |")
+        lines.append(f"| ratio (target ≥ 0.8×) | {write['ratio']}× ({'met' if write['met'] else 'not met'}) | |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def write_comparison_chart(result: dict[str, Any], path: Any) -> None:
+    """Draw the project's figures over the Node peer's, with the targets as dashed lines."""
+    comparison = result.get("node_comparison") or {}
+    if not comparison:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Every bar: how many times the peer's figure the project needs (lower is better), so the
+    # full-speed ratio is inverted (peer deliveries/s over the project's).
+    items = []
+    for key, label, target in (("cpu_per_frame_1k", "CPU/frame\n1,000 readers", 2.0),
+                               ("cpu_per_frame_5k", "CPU/frame\n5,000 readers", 2.0),
+                               ("p99_5k", "p99 latency\n5,000 readers", 1.5),
+                               ("full_speed", "time per delivery\nfull speed", 1 / 0.6),
+                               ("memory", "RSS per idle\nconnection", None)):
+        row = comparison.get(key)
+        if not row or not row.get("ratio"):
+            continue
+        ratio = 1 / row["ratio"] if key == "full_speed" else row["ratio"]
+        if key == "memory" and row.get("node_kb"):
+            target = 12 / row["node_kb"]
+        items.append((label, ratio, target))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    bars = ax.bar([i[0] for i in items], [i[1] for i in items],
+                  color=["#2f855a" if t and r <= t else "#c53030" for _, r, t in items])
+    ax.bar_label(bars, fmt="{:.2f}×")
+    for index, (_, _, target) in enumerate(items):
+        if target:
+            ax.hlines(target, index - 0.4, index + 0.4, colors="black", linestyles="--", linewidth=1.2)
+    ax.axhline(1, color="grey", linewidth=0.8)
+    config = result["config"]
+    load = config.get("load_average_at_start") or [None]
+    ax.set_title(f"Project ÷ Node ws peer (1.0 = as good as the peer; dashed: target; green: met)\n"
+                 f"{config['cpu_count']} cores, {result['started_at'][:16]} UTC, load average {load[0]} at start")
+    ax.set_ylim(0, max([i[1] for i in items] + [2.5]) * 1.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
