@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="daphne's listen backlog, as `make run` and the Dockerfile set it (0: Twisted's 50)")
     parser.add_argument("--daphne-arg", action="append", default=[], help="extra daphne argument (repeatable)")
     parser.add_argument("--py-spy", action="store_true", help="profile one daphne during full speed (py-spy)")
+    parser.add_argument("--project-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment of the project's daphne (repeatable), e.g. DEBUG=0 SECRET_KEY=...")
+    parser.add_argument("--py-spy-keep-up", action="store_true", help="with --py-spy: profile keep-up instead of full speed")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json and latest.png go")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with the server logs")
     more.add_arguments(parser)
@@ -213,6 +216,7 @@ class System:
             # Every reader of the bench comes from 127.0.0.1: lift the per-address socket cap
             # (WS_MAX_PER_CLIENT, 100 by default; 0 disables it), as FEED_POST_RATE=off lifts the post limit.
             env["WS_MAX_PER_CLIENT"] = "0"
+            env.update(kv.split("=", 1) for kv in self.args.project_env)
             env["DATABASE_URL"] = self.args.database_url or f"sqlite:///{self.workdir / 'bench.sqlite3'}"
             migrate(env=env, workdir=self.workdir)
             application = "livefeed.asgi:application"
@@ -401,7 +405,8 @@ class Bench:
         poster = self.system.poster()
         cpu_before = self.cpu_snapshot()
         started = time.monotonic()
-        profile = self.start_profile("full-speed") if self.args.py_spy and rate is None and readers > 10 else None
+        profile = (self.start_profile(name.replace(" ", "-")) if self.args.py_spy and readers > 10
+                   and (name == "keep-up" if self.args.py_spy_keep_up else rate is None) else None)
         posted = await poster.run(count=posts, rate=rate, max_seconds=self.args.post_max)
         await poster.close()
         await self.drain(len(poster.sent) * readers)
