@@ -1,4 +1,4 @@
-"""Load benchmark of the live feed, with the Channels-tutorial peer side by side.
+"""Load benchmark of the live feed, side by side with the Node `ws` peer and the Channels-tutorial peer.
 
     .venv/bin/python bench/run.py            # the full run, a few minutes
     .venv/bin/python bench/run.py --quick    # small numbers, a smoke run
@@ -7,7 +7,9 @@ For each system (the project, then the peer) it starts a throwaway redis-server 
 daphne instances, connects readers spread over them, posts comments through the JSON API and
 checks every frame every reader gets. Scenarios: memory (RSS per idle connection), keep-up
 (a steady rate), full speed (as fast as the servers take posts), storm (thousands of
-handshakes at once, then disconnects at once). Seqs are unique for the whole run, and after
+handshakes at once, then disconnects at once), and (bench/scenarios.py) keep-up at 5,000
+readers and many feeds, (bench/writepath.py) the write path on PostgreSQL; `--soak` runs the
+long soak instead (bench/soak.py). Seqs are unique for the whole run, and after
 each phase the bench waits (bounded) until the servers go quiet, so no phase is measured
 while the servers still deliver an earlier one, and a late frame counts for no other phase. Writes bench/results/latest.json and
 latest.png, and prints the table. Everything runs on loopback and stops itself.

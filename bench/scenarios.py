@@ -6,7 +6,6 @@ Kept apart from run.py so that run.py only dispatches here (`Bench.run_more`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import random
 import subprocess
@@ -253,9 +252,6 @@ def comparison_rows(comparison: dict[str, Any]) -> list[tuple[str, ...]]:
                      "yes" if row["met"] else "no"))
     return rows
 
-
-async def sleep_until(deadline: float) -> None:
-    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
 
 
 def extra_rows(result: dict[str, Any]) -> str:
