@@ -18,6 +18,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import re
 import time
 from array import array
@@ -78,6 +79,7 @@ class Reader(asyncio.Protocol):
         self.label = label
         self.comment_seqs = array("q")
         self.created = array("d")  # the notification's created_at, seconds since the epoch
+        self.host, self.port, self.path = host, port, path
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -293,9 +295,44 @@ class ReaderPool:
             Reader.floor = floor
         return {
             "connections": [reader.take() for reader in self.readers],
+            "paths": [reader.path for reader in self.readers],
             "dropped": sum(1 for reader in self.readers if reader.transport is None or reader.transport.is_closing()),
             "close_codes": [reader.close_code for reader in self.readers if reader.close_code is not None],
         }
+
+    async def reconnect(self, *, fraction: float, resume: bool, timeout: float) -> dict[str, Any]:
+        """Close a random `fraction` of the readers cleanly and open each again (the soak).
+
+        The new connection goes on recording into the old one's deliveries, so a reader is
+        checked as one reader over the whole run; with `resume` it asks for what it missed
+        (`resume` after the highest seq it had), as the page does.
+        """
+        if not self.readers:
+            return {"reconnected": 0, "failed": 0}
+        loop = asyncio.get_running_loop()
+        chosen = random.sample(range(len(self.readers)), max(1, round(len(self.readers) * fraction)))
+        failed = 0
+
+        async def one(index: int) -> None:
+            nonlocal failed
+            old = self.readers[index]
+            old.close(abrupt=False)
+            await asyncio.wait([old.closed], timeout=10)
+            if old.transport is not None and not old.transport.is_closing():
+                old.transport.abort()
+            after = max(old.seqs) if old.seqs else Reader.floor
+            hello = json.dumps({"type": "resume", "after": after}).encode() if resume else None
+            new = Reader(host=old.host, port=old.port, path=old.path, hello=hello)
+            new.seqs, new.times, new.fresh = old.seqs, old.times, old.fresh
+            try:
+                await asyncio.wait_for(self._open(loop, new, old.host, old.port), timeout=timeout)
+            except (OSError, ConnectionError, asyncio.TimeoutError):
+                failed += 1
+                return
+            self.readers[index] = new
+
+        await asyncio.gather(*(one(index) for index in chosen))
+        return {"reconnected": len(chosen) - failed, "failed": failed}
 
     async def close(self, *, abrupt: bool, timeout: float) -> dict[str, Any]:
         readers, self.readers = self.readers, []
@@ -335,6 +372,8 @@ async def _serve(conn: Any) -> None:
             result = pool.take(args)
         elif command == "close":
             result = await pool.close(**args)
+        elif command == "reconnect":
+            result = await pool.reconnect(**args)
         else:
             result = {"error": f"unknown command {command}"}
         conn.send(result)
@@ -386,12 +425,13 @@ class Poster:
             pool.put_nowait((base, reader, writer))
             return
         host, port = self.bases[base]
+        path = self.path_for(index)
         payload: dict[str, Any] = {"author": "bench", "body": self.body(index)}
         if self.numbering is not None:
             payload["seq"] = self.numbering.next()
         body = json.dumps(payload).encode()
         request = (
-            f"POST {self.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         try:
@@ -405,7 +445,7 @@ class Poster:
                 self.errors[key] = self.errors.get(key, 0) + 1
             else:
                 seq = json.loads(response)["seq"]
-                self.sent[seq] = sent_at
+                self.record(seq, sent_at, path)
                 self.posted[seq] = index
                 self.response_times.append(time.monotonic() - sent_at)
             if headers.get("connection", "").lower() == "close":
@@ -419,6 +459,13 @@ class Poster:
             reader = writer = None
         finally:
             pool.put_nowait((base, reader, writer))
+
+    def path_for(self, index: int) -> str:
+        """Return where post number `index` goes (one feed here; see bench.scenarios.FeedsPoster)."""
+        return self.path
+
+    def record(self, seq: int, sent_at: float, path: str) -> None:
+        self.sent[seq] = sent_at
 
     async def run(self, *, count: int, rate: float | None, max_seconds: float) -> dict[str, Any]:
         """Post `count` comments at `rate` per second (None: as fast as the server answers).

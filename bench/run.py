@@ -1,4 +1,4 @@
-"""Load benchmark of the live feed, with the Channels-tutorial peer side by side.
+"""Load benchmark of the live feed, side by side with the Node `ws` peer and the Channels-tutorial peer.
 
     .venv/bin/python bench/run.py            # the full run, a few minutes
     .venv/bin/python bench/run.py --quick    # small numbers, a smoke run
@@ -7,7 +7,9 @@ For each system (the project, then the peer) it starts a throwaway redis-server 
 daphne instances, connects readers spread over them, posts comments through the JSON API and
 checks every frame every reader gets. Scenarios: memory (RSS per idle connection), keep-up
 (a steady rate), full speed (as fast as the servers take posts), storm (thousands of
-handshakes at once, then disconnects at once). Seqs are unique for the whole run, and after
+handshakes at once, then disconnects at once), and (bench/scenarios.py) keep-up at 5,000
+readers and many feeds, (bench/writepath.py) the write path on PostgreSQL; `--soak` runs the
+long soak instead (bench/soak.py). Seqs are unique for the whole run, and after
 each phase the bench waits (bounded) until the servers go quiet, so no phase is measured
 while the servers still deliver an earlier one, and a late frame counts for no other phase. Writes bench/results/latest.json and
 latest.png, and prints the table. Everything runs on loopback and stops itself.
@@ -38,20 +40,22 @@ if __package__ in (None, ""):
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
-from bench import loadgen, report  # noqa: E402
+from bench import loadgen, report, scenarios as more, soak, writepath  # noqa: E402
 from bench.notif_scenario import run_notifications  # noqa: E402
-from bench.servers import HOST, ROOT, Stack, cpu_seconds, migrate, rss_bytes  # noqa: E402
+from bench.scenarios import frame_cost, generator_saturated  # noqa: E402
+from bench.servers import HOST, ROOT, Stack, cpu_seconds, migrate, rss_bytes, start_node_peer  # noqa: E402
 
 FEED = "demo"
+NODE_LABEL = "Node ws peer (1 process)"
 RESULTS = ROOT / "bench" / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run of every scenario")
-    parser.add_argument("--systems", default="project,peer", help="comma-separated: project, peer")
-    parser.add_argument("--scenarios", default="memory,keep_up,full_speed,storm,notifications",
-                        help="comma-separated; notifications runs on the project only (the peer has none)")
+    parser.add_argument("--systems", default="project,node,peer", help="comma-separated: project, peer, node")
+    parser.add_argument("--scenarios", default="memory,keep_up,full_speed,storm,keep_up_big,many_feeds,write_path,notifications",
+                        help="comma-separated; notifications runs on the project only (the others have none)")
     parser.add_argument("--notif-users", type=int, default=1000, help="notifications: signed-in users, a socket each")
     parser.add_argument("--notif-rate", type=float, default=50.0, help="notifications: comments per second")
     parser.add_argument("--notif-seconds", type=float, default=10.0)
@@ -82,12 +86,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="daphne's listen backlog, as `make run` and the Dockerfile set it (0: Twisted's 50)")
     parser.add_argument("--daphne-arg", action="append", default=[], help="extra daphne argument (repeatable)")
     parser.add_argument("--py-spy", action="store_true", help="profile one daphne during full speed (py-spy)")
+    parser.add_argument("--project-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment of the project's daphne (repeatable), e.g. DEBUG=0 SECRET_KEY=...")
+    parser.add_argument("--py-spy-keep-up", action="store_true", help="with --py-spy: profile keep-up instead of full speed")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json and latest.png go")
     parser.add_argument("--merge", action="store_true",
                         help="keep the systems and phases of the existing latest.json this run does not measure")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory with the server logs")
+    more.add_arguments(parser)
+    writepath.add_arguments(parser)
+    soak.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
+        more.quick(args)
+        args.write_posts = min(args.write_posts, 50)
         args.readers = min(args.readers, 50)
         args.keep_up_seconds = min(args.keep_up_seconds, 3.0)
         args.full_speed_posts = min(args.full_speed_posts, 30)
@@ -173,11 +185,12 @@ class Workers:
     async def take(self, floor: int | None = None) -> dict[str, Any]:
         results = await self.call("take", floor)
         connections = [c for r in results for c in r["connections"]]
+        paths = [c for r in results for c in r["paths"]]
         codes: dict[str, int] = {}
         for r in results:
             for code in r["close_codes"]:
                 codes[str(code)] = codes.get(str(code), 0) + 1
-        return {"connections": connections, "dropped": sum(r["dropped"] for r in results), "close_codes": codes}
+        return {"connections": connections, "paths": paths, "dropped": sum(r["dropped"] for r in results), "close_codes": codes}
 
     async def close(self, *, abrupt: bool = False) -> int:
         results = await self.call("close", {"abrupt": abrupt, "timeout": 30.0})
@@ -206,9 +219,9 @@ class System:
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stack = Stack(self.workdir)
-        self.label = {"project": "project", "peer": "tutorial peer (core layer)"}[name]
+        self.label = {"project": "project", "peer": "tutorial peer (core layer)", "node": NODE_LABEL}[name]
         # One counter for the whole run: the peer's seqs go on from phase to phase.
-        self.numbering = loadgen.SeqCounter() if name == "peer" else None
+        self.numbering = loadgen.SeqCounter() if name in ("peer", "node") else None
         self.posted_seqs: set[int] = set()
 
     def start(self) -> None:
@@ -217,8 +230,16 @@ class System:
         # comes from the same loopback address (the per-address limit would close all but 100 per process).
         self.env = env = {"REDIS_URL": self.stack.redis_url, "DEBUG": "1", "FEED_POST_RATE": "off", "WS_MAX_PER_CLIENT": "0", "LOG_LEVEL": "WARNING",
                "PYTHONUNBUFFERED": "1"}
+        if self.name == "node":
+            # One Node process; the Redis started above stays idle (the bench asks it for group members).
+            start_node_peer(self.stack)
+            return
         if self.name == "project":
             env["LOG_LEVEL"] = "INFO"  # for the hub's delivery counts at shutdown (hub_deliveries)
+            # Every reader of the bench comes from 127.0.0.1: lift the per-address socket cap
+            # (WS_MAX_PER_CLIENT, 100 by default; 0 disables it), as FEED_POST_RATE=off lifts the post limit.
+            env["WS_MAX_PER_CLIENT"] = "0"
+            env.update(kv.split("=", 1) for kv in self.args.project_env)
             env["DATABASE_URL"] = self.args.database_url or f"sqlite:///{self.workdir / 'bench.sqlite3'}"
             migrate(env=env, workdir=self.workdir)
             application = "livefeed.asgi:application"
@@ -265,7 +286,7 @@ class System:
     def hello(self) -> bytes | None:
         # The project's readers resume like the page does, so a gap would be filled from
         # the database; the peer has no resume and ignores client frames.
-        if self.name == "peer":
+        if self.name in ("peer", "node"):
             return None
         return json.dumps({"type": "resume", "after": self.last_seq()}).encode()
 
@@ -321,6 +342,7 @@ class Bench:
         machine = round(100 * (after.pop("machine") - before["machine"]) / seconds, 1)
         percent: dict[str, Any] = {}
         per_process: dict[str, float] = {}
+        used_seconds: dict[str, float] = {}
         names = {p.pid: s.name for s, p in zip(self.system.stack.servers, self.system.servers_ps)}
         names[self.system.stack.redis.process.pid] = "redis"
         names[os.getpid()] = "generator-main"
@@ -333,9 +355,11 @@ class Bench:
                 total += used
                 per_process[names.get(pid, str(pid))] = round(100 * used / seconds, 1)
             percent[group] = round(100 * total / seconds, 1)
+            used_seconds[group] = round(total, 3)
         # Other processes on the machine (other users' jobs) compete for the same cores.
         percent["other_processes"] = round(max(0.0, machine - sum(percent.values())), 1)
-        return {"cpu_percent": percent, "cpu_percent_per_process": per_process}
+        return {"cpu_percent": percent, "cpu_percent_per_process": per_process, "cpu_seconds": used_seconds,
+                "generator_saturated": generator_saturated(per_process)}
 
     async def drain(self, expected_total: int) -> None:
         """After posting: wait until every expected frame is in, or frames stop coming, or the cap is hit.
@@ -405,7 +429,8 @@ class Bench:
         poster = self.system.poster()
         cpu_before = self.cpu_snapshot()
         started = time.monotonic()
-        profile = self.start_profile("full-speed") if self.args.py_spy and rate is None and readers > 10 else None
+        profile = (self.start_profile(name.replace(" ", "-")) if self.args.py_spy and readers > 10
+                   and (name == "keep-up" if self.args.py_spy_keep_up else rate is None) else None)
         posted = await poster.run(count=posts, rate=rate, max_seconds=self.args.post_max)
         await poster.close()
         await self.drain(len(poster.sent) * readers)
@@ -430,7 +455,7 @@ class Bench:
         if profile:
             stats["profile"] = profile_summary
         return {
-            **stats, **usage, "posts": posted, "readers_dropped": taken["dropped"], "close_codes": taken["close_codes"],
+            **stats, **usage, **frame_cost(usage, stats["received"]), "posts": posted, "readers_dropped": taken["dropped"], "close_codes": taken["close_codes"],
             "offered_rate": rate, "post_rate": round(posted["posted"] / posted["seconds"], 1) if posted["seconds"] else None,
         }
 
@@ -517,8 +542,13 @@ class Bench:
             self.load_at_start = [round(x, 2) for x in os.getloadavg()]
             phases["notifications"] = await run_notifications(self)
             self.log(f"notifications: {brief(phases['notifications'])}")
+        await self.run_more(phases, scenarios, members_baseline)
         alive = [s.name for s in self.system.stack.servers if s.process.poll() is None]
         return {"label": self.system.label, "phases": phases, "servers_alive_at_end": alive}
+
+    async def run_more(self, phases: dict[str, Any], scenarios: set[str], members_baseline: int) -> None:
+        """The scenarios of bench/scenarios.py: keep-up at 5,000 readers, many feeds."""
+        await more.run(self, phases, scenarios, members_baseline)
 
     async def storm(self, members_baseline: int) -> dict[str, Any]:
         args = self.args
@@ -667,7 +697,7 @@ def merge_earlier(result: dict[str, Any], path: Path) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    raise_fd_limit(args.storm_readers * 3 + 500)
+    raise_fd_limit(max(args.storm_readers, args.big_readers, args.feeds * args.feed_readers) * 3 + 500)
     workdir = Path(tempfile.mkdtemp(prefix="livefeed-bench-"))
     result: dict[str, Any] = {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -680,7 +710,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "generator_workers": args.workers, "quick": args.quick, "daphne_args": args.daphne_arg, "backlog": args.backlog or 50,
             "database": "postgresql" if args.database_url else "sqlite",
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
-            "uvloop": loadgen.uvloop is not None, "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "uvloop": loadgen.uvloop is not None, "big_readers": args.big_readers, "feeds": args.feeds,
+            "feed_readers": args.feed_readers, "feeds_rate": args.feeds_rate, "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "systems": {},
     }
@@ -697,6 +728,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if deliveries is not None and system.name in result["systems"]:
                 result["systems"][system.name]["hub_deliveries"] = deliveries
                 print(f"[{system.name}] hub deliveries (events x hubs): {deliveries}", flush=True)
+        if "write_path" in args.scenarios.split(","):
+            result["write_path"] = await writepath.run(
+                args, workdir, lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
     finally:
         workers.stop()
         if args.keep_logs:
@@ -704,6 +738,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     result["targets"] = targets(result)
+    result["node_comparison"] = more.node_comparison(result)
     result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["config"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
@@ -722,8 +757,25 @@ async def bounded(args: argparse.Namespace) -> dict[str, Any]:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+def main_soak(args: argparse.Namespace) -> int:
+    """`--soak`: the long steady run of the project (bench/soak.py); writes soak.json and soak.md."""
+    raise_fd_limit(args.soak_readers * 3 + 500)
+    args.max_seconds = max(args.max_seconds, args.soak_minutes * 60 + 600)
+    try:
+        result = asyncio.run(asyncio.wait_for(soak.run(args, System, Bench, Workers), args.max_seconds))
+    except (asyncio.CancelledError, asyncio.TimeoutError, KeyboardInterrupt):
+        print("soak stopped before the end; nothing written", file=sys.stderr)
+        return 2
+    soak.write(result, args.out)
+    print(soak.summary(result))
+    print(f"written: {args.out / 'soak.json'}, {args.out / 'soak.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.soak:
+        return main_soak(args)
     try:
         result = asyncio.run(bounded(args))
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -735,10 +787,14 @@ def main(argv: list[str] | None = None) -> int:
         result["targets"] = targets(result)
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     table = report.markdown_table(report.summary_rows(result))
-    (args.out / "latest.md").write_text(table + "\n\n" + report.machine_line(result) + "\n")
+    comparison = report.markdown_table(more.comparison_rows(result["node_comparison"])) + "\n\n" + more.extra_rows(result)
+    (args.out / "latest.md").write_text(table + "\n\n" + comparison + "\n\n" + report.machine_line(result) + "\n")
+    more.write_comparison_chart(result, args.out / "comparison.png")
     report.write_chart(result, args.out / "latest.png")
     print()
     print(table)
+    print()
+    print(comparison)
     print()
     print(report.machine_line(result))
     print("targets:", json.dumps(result["targets"]))

@@ -158,3 +158,33 @@ def rss_bytes(processes: list[psutil.Process]) -> int:
         except psutil.Error:
             pass
     return total
+
+
+NODE_PEER = ROOT / "bench" / "peers" / "node"
+
+
+def ensure_node_peer() -> None:
+    """Install the Node peer's pinned packages (`npm ci`, from package-lock.json) when missing."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        raise RuntimeError("the Node peer needs node and npm (node 20)")
+    if (NODE_PEER / "node_modules" / "ws" / "package.json").exists():
+        return
+    result = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=NODE_PEER,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"npm ci failed in {NODE_PEER}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+
+def start_node_peer(stack: Stack, *, name: str = "node") -> Service:
+    """Start the Node peer (one process) on a free port; it joins the stack's servers."""
+    ensure_node_peer()
+    port = free_port()
+    log = stack.workdir / f"{name}-0.log"
+    process = subprocess.Popen(
+        ["node", str(NODE_PEER / "server.js")], stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=NODE_PEER,
+        env={**os.environ, "HOST": HOST, "PORT": str(port)},
+    )
+    service = Service(f"{name}-0", process, port, log)
+    stack.servers.append(service)
+    wait_for_port(port, process=process, timeout=30, log=log)
+    return service

@@ -1,6 +1,8 @@
 """The load benchmark (bench/run.py) still runs end to end, with tiny numbers."""
 import json
+import shutil
 import subprocess
+import unittest
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +22,7 @@ class BenchSmokeTests(SimpleTestCase):
         with tempfile.TemporaryDirectory() as out:
             completed = subprocess.run(
                 [sys.executable, "bench/run.py", "--quick", "--readers", "6", "--storm-readers", "12",
+                 "--systems", "project,peer", "--scenarios", "memory,keep_up,full_speed,storm,notifications",
                  "--keep-up-seconds", "1", "--full-speed-posts", "5", "--workers", "1", "--out", out,
                  "--notif-users", "10", "--notif-rate", "5", "--notif-seconds", "1", "--notif-mentions", "4",
                  "--max-seconds", str(RUN_TIMEOUT - 30)],
@@ -62,3 +65,49 @@ class BenchSmokeTests(SimpleTestCase):
         self.assertTrue(notified["database_gap_free"])
         self.assertIsNotNone(notified["latency_ms"]["p99"])
         self.assertIsNotNone(notified["latency_from_created_ms"]["p99"])
+
+    @unittest.skipIf(shutil.which("node") is None or shutil.which("npm") is None, "the Node peer needs node and npm")
+    def test_node_peer_and_many_feeds_deliver_every_frame_and_report_ratios(self):
+        """The Node peer (installed by the bench with npm ci) and the project both deliver every
+        comment at the 'big' keep-up and over many feeds; the report has the project/Node ratios."""
+        with tempfile.TemporaryDirectory() as out:
+            completed = subprocess.run(
+                [sys.executable, "bench/run.py", "--quick", "--systems", "project,node",
+                 "--scenarios", "memory,keep_up,full_speed,keep_up_big,many_feeds", "--readers", "6",
+                 "--big-readers", "10", "--feeds", "4", "--feeds-seconds", "0.5", "--keep-up-seconds", "1",
+                 "--full-speed-posts", "5", "--workers", "1", "--out", out, "--max-seconds", str(RUN_TIMEOUT - 30)],
+                cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+            )
+            self.assertEqual(completed.returncode, 0, completed.stdout[-3000:] + completed.stderr[-3000:])
+            result = json.loads((Path(out) / "latest.json").read_text())
+            self.assertIn("| server CPU per delivered frame, 5,000 readers", (Path(out) / "latest.md").read_text())
+            self.assertGreater((Path(out) / "comparison.png").stat().st_size, 10_000)
+        for name in ("project", "node"):
+            phases = result["systems"][name]["phases"]
+            for phase in ("keep_up", "full_speed", "keep_up_big", "many_feeds"):
+                self.assertGreater(phases[phase]["expected"], 0, (name, phase))
+                self.assertEqual(phases[phase]["received"], phases[phase]["expected"], (name, phase))
+                self.assertEqual(phases[phase]["lost"], 0, (name, phase))
+                # psutil counts CPU in clock ticks: a tiny phase may show 0 µs, but never nothing.
+                self.assertGreaterEqual(phases[phase]["cpu_us_per_frame"]["servers"], 0, (name, phase))
+            self.assertEqual(phases["many_feeds"]["connections"], 12, name)
+        comparison = result["node_comparison"]
+        for key in ("cpu_per_frame_1k", "cpu_per_frame_5k", "p99_5k", "full_speed", "memory"):
+            self.assertIsNotNone(comparison[key]["ratio"], key)
+
+    def test_soak_reconnects_readers_with_resume_and_loses_nothing(self):
+        """A short soak: readers that reconnect mid-run resume and miss no comment; RSS is sampled."""
+        with tempfile.TemporaryDirectory() as out:
+            completed = subprocess.run(
+                [sys.executable, "bench/run.py", "--soak", "--soak-minutes", "0.25", "--soak-interval", "4",
+                 "--soak-warm-minutes", "0", "--soak-readers", "20", "--soak-reconnect", "0.25", "--workers", "1",
+                 "--out", out],
+                cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+            )
+            self.assertEqual(completed.returncode, 0, completed.stdout[-3000:] + completed.stderr[-3000:])
+            result = json.loads((Path(out) / "soak.json").read_text())
+        self.assertGreater(sum(r["reconnected"] for r in result["reconnects"]), 0)
+        self.assertGreater(result["delivery"]["expected"], 0)
+        self.assertEqual(result["delivery"]["received"], result["delivery"]["expected"])
+        self.assertEqual(result["delivery"]["lost"], 0)
+        self.assertGreaterEqual(len(result["rss_samples"]), 3)
