@@ -51,7 +51,10 @@ def _with_comment(queryset: QuerySet[Notification]) -> QuerySet[Notification]:
 def notifications_after(*, user: User, after_seq: int, limit: int = 50) -> list[Notification]:
     """Return up to `limit` of the user's notifications with seq > after_seq, in ascending seq."""
     limit = max(1, min(limit, MAX_LIMIT))
-    return list(_with_comment(_visible(user).filter(seq__gt=after_seq)).order_by("seq")[:limit])
+    notifications = list(_with_comment(_visible(user).filter(seq__gt=after_seq)).order_by("seq")[:limit])
+    for notification in notifications:
+        notification.user = user  # theirs: rendering them (unread counts) needs no query per row
+    return notifications
 
 
 def notifications_latest(*, user: User, limit: int = 50) -> list[Notification]:

@@ -62,3 +62,20 @@ class NotificationPublishCostTests(TestCase):
         self.assertEqual(together, alone)
         self.assertEqual([e["unread"] for e in together], [2, 2, 2, 2])
         self.assertEqual([json.loads(e["json"])["seq"] for e in together], [2, 2, 2, 2])
+
+    def test_a_stream_fill_costs_the_same_queries_for_one_or_ten_notifications(self):
+        """Before: each row of a fill was rendered alone, an unread-count query per row; now one per fill."""
+        from notifications.streams import UserKind
+
+        person = self.users[0]
+        for index in range(10):
+            self.post(self.feed, [person.username], f"fill {index}")
+        with CaptureQueriesContext(connection) as one:
+            UserKind().load_after(person.pk, 9, 10)
+        with CaptureQueriesContext(connection) as ten:
+            events = UserKind().load_after(person.pk, 0, 10)
+        self.assertEqual(len(ten.captured_queries), len(one.captured_queries))
+        rows = list(Notification.objects.filter(user=person).order_by("seq"))
+        alone = [notification_created_event(n) for n in rows]
+        self.assertEqual([(e.seq, e.json, e.html, e.from_db) for e in events],
+                         [(m["seq"], m["json"], m["html"], True) for m in alone])
