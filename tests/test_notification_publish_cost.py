@@ -79,3 +79,27 @@ class NotificationPublishCostTests(TestCase):
         alone = [notification_created_event(n) for n in rows]
         self.assertEqual([(e.seq, e.json, e.html, e.from_db) for e in events],
                          [(m["seq"], m["json"], m["html"], True) for m in alone])
+
+    def test_reading_notifications_costs_the_same_queries_from_one_or_four_members_only_feeds(self):
+        """Before: a query for the feeds, then one check per members-only feed; now the read rule is a subquery.
+        Access still decides: a feed left hides its notifications, from the list and from the count."""
+        from notifications.selectors import notification_stream_after
+
+        person = self.users[0]
+        clubs = [Feed.objects.create(slug=f"club-{i}", title=f"Club {i}", allow_anonymous=False) for i in range(4)]
+        for club in clubs:
+            club.members.add(self.author, person)
+        self.post(clubs[0], [person.username], "in one")
+        with CaptureQueriesContext(connection) as one:
+            self.assertEqual(len(notification_stream_after(user_id=person.pk, after_seq=0, limit=50)), 1)
+            self.assertEqual(notifications_unread_count(user=person), 1)
+        for club in clubs[1:]:
+            self.post(club, [person.username], "in four")
+        with CaptureQueriesContext(connection) as four:
+            self.assertEqual(len(notification_stream_after(user_id=person.pk, after_seq=0, limit=50)), 4)
+            self.assertEqual(notifications_unread_count(user=person), 4)
+        self.assertEqual(len(four.captured_queries), len(one.captured_queries))
+        clubs[1].members.remove(person)
+        self.assertEqual([n.feed_id for n in notification_stream_after(user_id=person.pk, after_seq=0, limit=50)],
+                         [clubs[0].pk, clubs[2].pk, clubs[3].pk])
+        self.assertEqual(notifications_unread_count(user=person), 3)
