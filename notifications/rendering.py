@@ -7,7 +7,7 @@ from django.template.loader import render_to_string
 from django.utils.formats import date_format
 from django.utils.html import escape
 from django.utils.text import Truncator
-from django.utils.timezone import template_localtime
+from django.utils.timezone import template_localtime  # type: ignore[attr-defined]  # the template engine's own; missing from django-stubs
 
 from feed.rendering import comment_as_dict, iso_utc
 from notifications.models import Notification

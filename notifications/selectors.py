@@ -27,7 +27,7 @@ class NotificationSummary:
     last_seq: int
 
 
-def _readable_feeds(user: User) -> QuerySet[Feed, dict[str, Any]]:
+def _readable_feeds(user: User) -> QuerySet[Feed, Any]:
     """The feeds the user may read (feed_readable_filter: the rule feed_check_can_read applies), as a subquery."""
     return Feed.objects.filter(feed_readable_filter(user=user)).values("pk")
 
