@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
@@ -38,11 +40,36 @@ def mention_candidates(body: str) -> list[str]:
     return list(seen)
 
 
+# Within mentions_looked_up_once(): {the names looked up: what was found}.
+_looked_up: ContextVar[dict[tuple[str, ...], dict[str, User]] | None] = ContextVar("mentions_looked_up", default=None)
+
+
+@contextmanager
+def mentions_looked_up_once() -> Iterator[None]:
+    """Within this block, the same names are looked up once: a post finds whom it notifies and
+    marks the mentions of its live frame with one query, and both agree on who is mentioned."""
+    token = _looked_up.set({})
+    try:
+        yield
+    finally:
+        _looked_up.reset(token)
+
+
 def active_users_named(names: Iterable[str]) -> dict[str, User]:
     """Return {lowercased username: user} for the active users with these (lowercased) names."""
     lowered = [name.lower() for name in names]
     if not lowered:
         return {}
+    known = _looked_up.get()
+    if known is None:
+        return _active_users_named(lowered)
+    key = tuple(lowered)
+    if key not in known:
+        known[key] = _active_users_named(lowered)
+    return known[key]
+
+
+def _active_users_named(lowered: list[str]) -> dict[str, User]:
     model = get_user_model()
     users = (
         model.objects.annotate(username_lower=Lower(model.USERNAME_FIELD))

@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
 
+from feed.mentions import mentions_looked_up_once
 from feed.models import (
     AUTHOR_MAX_LENGTH,
     BODY_MAX_LENGTH,
@@ -164,7 +165,8 @@ def comment_create(
     """
     feed_check_can_post(feed=feed, user=user)
     author, body = comment_validate(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
-    return _comment_insert(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
+    with mentions_looked_up_once():  # who is notified, and the live frame's marked mentions: one lookup
+        return _comment_insert(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
 
 
 def _comment_insert(
@@ -394,14 +396,18 @@ def comment_submit(
     cleaned_author, cleaned_body = comment_validate(
         feed=feed, author=author, body=body, user=user, reply_to=reply_to
     )
-    if idempotency_key is None:
-        post_rate_limit_check(client=client)
-        comment = _comment_insert(feed=feed, author=cleaned_author, body=cleaned_body, user=user, reply_to=reply_to)
-        return PostResult(status=201, body=comment_as_dict(comment), replayed=False)
-    return _comment_insert_once(
-        feed=feed, request_author=author, request_body=body, author=cleaned_author, body=cleaned_body,
-        user=user, client=client, key=idempotency_key, reply_to=reply_to,
-    )
+    # Who is notified, and the live frame's marked mentions: one lookup of the mentioned names.
+    with mentions_looked_up_once():
+        if idempotency_key is None:
+            post_rate_limit_check(client=client)
+            comment = _comment_insert(
+                feed=feed, author=cleaned_author, body=cleaned_body, user=user, reply_to=reply_to
+            )
+            return PostResult(status=201, body=comment_as_dict(comment), replayed=False)
+        return _comment_insert_once(
+            feed=feed, request_author=author, request_body=body, author=cleaned_author, body=cleaned_body,
+            user=user, client=client, key=idempotency_key, reply_to=reply_to,
+        )
 
 
 def idempotency_keys_purge_expired() -> int:

@@ -4,6 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.template.loader import render_to_string
+from django.utils.formats import date_format
+from django.utils.html import escape
+from django.utils.text import Truncator
+from django.utils.timezone import template_localtime  # type: ignore[attr-defined]  # the template engine's own; missing from django-stubs
 
 from feed.rendering import comment_as_dict, iso_utc
 from notifications.models import Notification
@@ -27,8 +31,30 @@ def notification_as_dict(notification: Notification, *, comment: dict[str, Any] 
 
 
 def render_notification(notification: Notification) -> str:
-    """Return the notification's <li> markup, every user string escaped."""
-    return render_to_string("notifications/_notification.html", {"notification": notification})
+    """Return the notification's <li> markup, every user string escaped.
+
+    Byte for byte what notifications/_notification.html renders (the page's list includes
+    that template; tests.test_notification_markup holds the two equal), written out in Python:
+    every live notification frame carries one, and the template engine cost ~0.8 ms each.
+    """
+    comment = notification.comment
+    unread = " unread" if not notification.read else ""
+    marker = '<span class="unread-marker">(unread)</span>' if not notification.read else ""
+    verb = "replied to you" if notification.kind == "reply" else "mentioned you"
+    created = template_localtime(notification.created_at)
+    if comment.removed:
+        excerpt = '<p class="notification-excerpt comment-removed-note">This comment was removed.</p>'
+    else:
+        excerpt = f'<blockquote class="notification-excerpt">{escape(Truncator(comment.body).chars(140))}</blockquote>'
+    return (
+        f'<li id="notification-{notification.pk}" class="notification{unread}" data-seq="{notification.seq}">\n'
+        f'  <a href="{escape(notification.get_absolute_url())}">{escape(comment.author)} {verb}'
+        f" in {escape(notification.feed.title)}</a>\n"
+        f"  {marker}\n"
+        f'  <time datetime="{escape(date_format(created, "c"))}">{escape(date_format(created, "M j, H:i"))}</time>\n'
+        f"  {excerpt}\n"
+        "</li>\n"
+    )
 
 
 def render_badge(unread: int, *, oob: bool = False) -> str:

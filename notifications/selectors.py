@@ -6,13 +6,13 @@ the one rule for reading): access lost later hides that feed's notifications.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, QuerySet
 
 from feed.models import Feed
-from feed.services import ReadingNotAllowed, feed_check_can_read
+from feed.services import ReadingNotAllowed, feed_check_can_read, feed_readable_filter
 from notifications.models import Notification, NotificationCounter
 
 if TYPE_CHECKING:
@@ -27,21 +27,13 @@ class NotificationSummary:
     last_seq: int
 
 
-def _readable_feed_ids(*, user: User, feed_ids: set[int]) -> set[int]:
-    readable: set[int] = set()
-    for feed in Feed.objects.filter(pk__in=feed_ids):
-        try:
-            feed_check_can_read(feed=feed, user=user)
-        except ReadingNotAllowed:
-            continue
-        readable.add(feed.pk)
-    return readable
+def _readable_feeds(user: User) -> QuerySet[Feed, Any]:
+    """The feeds the user may read (feed_readable_filter: the rule feed_check_can_read applies), as a subquery."""
+    return Feed.objects.filter(feed_readable_filter(user=user)).values("pk")
 
 
 def _visible(user: User) -> QuerySet[Notification]:
-    queryset = Notification.objects.filter(user=user)
-    feed_ids = set(queryset.values_list("feed_id", flat=True).distinct())
-    return queryset.filter(feed_id__in=_readable_feed_ids(user=user, feed_ids=feed_ids))
+    return Notification.objects.filter(user=user, feed_id__in=_readable_feeds(user))
 
 
 def _with_comment(queryset: QuerySet[Notification]) -> QuerySet[Notification]:
@@ -51,7 +43,10 @@ def _with_comment(queryset: QuerySet[Notification]) -> QuerySet[Notification]:
 def notifications_after(*, user: User, after_seq: int, limit: int = 50) -> list[Notification]:
     """Return up to `limit` of the user's notifications with seq > after_seq, in ascending seq."""
     limit = max(1, min(limit, MAX_LIMIT))
-    return list(_with_comment(_visible(user).filter(seq__gt=after_seq)).order_by("seq")[:limit])
+    notifications = list(_with_comment(_visible(user).filter(seq__gt=after_seq)).order_by("seq")[:limit])
+    for notification in notifications:
+        notification.user = user  # theirs: rendering them (unread counts) needs no query per row
+    return notifications
 
 
 def notifications_latest(*, user: User, limit: int = 50) -> list[Notification]:
@@ -62,25 +57,14 @@ def notifications_latest(*, user: User, limit: int = 50) -> list[Notification]:
 def notifications_unread_count(*, user: User) -> int:
     """Return how many of the user's notifications are unread.
 
-    One query when nothing is unread (the common case for the header); then one to check
-    the feeds the unread ones belong to.
+    One query, the feeds the user may read a subquery of it.
     """
-    per_feed = {
-        row["feed_id"]: row["count"]
-        for row in Notification.objects.filter(user=user, read=False)
-        .values("feed_id")
-        .annotate(count=Count("pk"))
-        .order_by()
-    }
-    if not per_feed:
-        return 0
-    readable = _readable_feed_ids(user=user, feed_ids=set(per_feed))
-    return sum(count for feed_id, count in per_feed.items() if feed_id in readable)
+    return _visible(user).filter(read=False).count()
 
 
 def notifications_unread_counts(*, users: list[User]) -> dict[int, int]:
     """Return {user id: notifications_unread_count(user=user)} for these users, in one grouped query
-    (plus one for the feeds, and the per-feed checks notifications_unread_count makes)."""
+    (plus one for the feeds, and feed_check_can_read's query per members-only feed and user)."""
     by_id = {user.pk: user for user in users}
     per_user_feed: dict[int, dict[int, int]] = {pk: {} for pk in by_id}
     for row in (

@@ -140,8 +140,9 @@ class UserKind(StreamKind):
     The notification model provides, in ``selectors_module``:
     ``notification_stream_after(*, user_id, after_seq, limit)`` (ascending by seq) and
     ``notification_last_seqs(*, user_ids) -> {user id: last seq}``; and
-    ``notifications.events.notification_created_event(notification)`` renders one to its layer
-    message (``type``, ``user_id``, ``seq``, ``html``, ``json``), as published on commit.
+    ``notifications.events.notification_created_events(notifications)`` renders them to their
+    layer messages (``type``, ``user_id``, ``seq``, ``html``, ``json``), as published on commit:
+    a fill is rendered in one batch (one unread-count query, not one per row).
     Until they exist, ``available()`` is False and the notification socket refuses handshakes.
     """
 
@@ -158,7 +159,7 @@ class UserKind(StreamKind):
         return user_group_name(stream_id)
 
     def interface(self) -> tuple[Callable[..., Any], Callable[..., dict[int, int]], Callable[..., Any]]:
-        """Return (notification_stream_after, notification_last_seqs, notification_created_event); raise ImportError."""
+        """Return (notification_stream_after, notification_last_seqs, notification_created_events); raise ImportError."""
         from notifications import events
 
         selectors = import_module(self.selectors_module)
@@ -166,7 +167,7 @@ class UserKind(StreamKind):
             return (
                 selectors.notification_stream_after,
                 selectors.notification_last_seqs,
-                events.notification_created_event,
+                events.notification_created_events,
             )
         except AttributeError as exc:
             raise ImportError(str(exc)) from exc
@@ -179,8 +180,14 @@ class UserKind(StreamKind):
         return True
 
     def load_after(self, stream_id: int, after: int, limit: int) -> list[StreamEvent]:
-        notifications_after, _, render = self.interface()
-        return events_from_rows(notifications_after(user_id=stream_id, after_seq=after, limit=limit), render)
+        notifications_after, _, render_all = self.interface()
+        rows = notifications_after(user_id=stream_id, after_seq=after, limit=limit)
+        events = []
+        for message in render_all(rows) if rows else []:
+            event = event_from_message(message, from_db=True)
+            if event is not None:
+                events.append(event)
+        return events
 
     def last_seqs(self, stream_ids: list[int]) -> dict[int, int]:
         _, notification_last_seqs, _ = self.interface()

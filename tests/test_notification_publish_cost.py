@@ -1,13 +1,14 @@
 """The notifications of one comment are rendered together: their cost does not grow per person
 in database queries, and every event carries the same figures as when rendered alone."""
 import json
+from unittest import mock
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.test import TestCase
+from django.test import TestCase, TransactionTestCase
 from django.test.utils import CaptureQueriesContext
 
-from feed.models import Feed
+from feed.models import Comment, Feed
 from feed.services import comment_create
 from notifications.events import notification_created_event, notification_created_events
 from notifications.models import Notification
@@ -62,3 +63,77 @@ class NotificationPublishCostTests(TestCase):
         self.assertEqual(together, alone)
         self.assertEqual([e["unread"] for e in together], [2, 2, 2, 2])
         self.assertEqual([json.loads(e["json"])["seq"] for e in together], [2, 2, 2, 2])
+
+    def test_a_stream_fill_costs_the_same_queries_for_one_or_ten_notifications(self):
+        """Before: each row of a fill was rendered alone, an unread-count query per row; now one per fill."""
+        from notifications.streams import UserKind
+
+        person = self.users[0]
+        for index in range(10):
+            self.post(self.feed, [person.username], f"fill {index}")
+        with CaptureQueriesContext(connection) as one:
+            UserKind().load_after(person.pk, 9, 10)
+        with CaptureQueriesContext(connection) as ten:
+            events = UserKind().load_after(person.pk, 0, 10)
+        self.assertEqual(len(ten.captured_queries), len(one.captured_queries))
+        rows = list(Notification.objects.filter(user=person).order_by("seq"))
+        alone = [notification_created_event(n) for n in rows]
+        self.assertEqual([(e.seq, e.json, e.html, e.from_db) for e in events],
+                         [(m["seq"], m["json"], m["html"], True) for m in alone])
+
+    def test_reading_notifications_costs_the_same_queries_from_one_or_four_members_only_feeds(self):
+        """Before: a query for the feeds, then one check per members-only feed; now the read rule is a subquery.
+        Access still decides: a feed left hides its notifications, from the list and from the count."""
+        from notifications.selectors import notification_stream_after
+
+        person = self.users[0]
+        clubs = [Feed.objects.create(slug=f"club-{i}", title=f"Club {i}", allow_anonymous=False) for i in range(4)]
+        for club in clubs:
+            club.members.add(self.author, person)
+        self.post(clubs[0], [person.username], "in one")
+        with CaptureQueriesContext(connection) as one:
+            self.assertEqual(len(notification_stream_after(user_id=person.pk, after_seq=0, limit=50)), 1)
+            self.assertEqual(notifications_unread_count(user=person), 1)
+        for club in clubs[1:]:
+            self.post(club, [person.username], "in four")
+        with CaptureQueriesContext(connection) as four:
+            self.assertEqual(len(notification_stream_after(user_id=person.pk, after_seq=0, limit=50)), 4)
+            self.assertEqual(notifications_unread_count(user=person), 4)
+        self.assertEqual(len(four.captured_queries), len(one.captured_queries))
+        clubs[1].members.remove(person)
+        self.assertEqual([n.feed_id for n in notification_stream_after(user_id=person.pk, after_seq=0, limit=50)],
+                         [clubs[0].pk, clubs[2].pk, clubs[3].pk])
+        self.assertEqual(notifications_unread_count(user=person), 3)
+
+
+
+class MentionLookupTests(TransactionTestCase):
+    """Real commits: a post's on-commit publish runs inside the post, as in a server."""
+
+    def setUp(self):
+        self.feed = Feed.objects.create(slug="talk", title="Talk", allow_anonymous=True)
+        self.users = [User.objects.create_user(username=f"person{i}", password="pw-123456789") for i in range(10)]
+        self.author = User.objects.create_user(username="ann", password="pw-123456789")
+
+    def test_a_post_looks_its_mentioned_names_up_once(self):
+        """Before: once to find whom it notifies, again to mark the mentions of its live frame.
+        Both still agree: an inactive user is neither notified nor marked."""
+        from feed.services import comment_submit
+        from notifications.events import comment_created_event
+
+        User.objects.filter(pk=self.users[9].pk).update(is_active=False)
+        body = "@person0 @person1 @person9 hi"
+        frames = []
+        with mock.patch("notifications.publishing._send", side_effect=lambda group, event, what: frames.append(event)):
+            with CaptureQueriesContext(connection) as queries:
+                comment_submit(feed=self.feed, author="Ann", body=body, user=self.author, client="test")
+        lookups = [q for q in queries.captured_queries if "LOWER" in q["sql"].upper() and "auth_user" in q["sql"]]
+        self.assertEqual(len(lookups), 1)
+        html = next(f["html"] for f in frames if f["type"] == "comment.created")
+        self.assertIn('data-user="person0">@person0</span>', html)
+        self.assertIn('data-user="person1">@person1</span>', html)
+        self.assertNotIn('data-user="person9"', html)
+        notified = set(Notification.objects.filter(comment__body=body).values_list("user__username", flat=True))
+        self.assertEqual(notified, {"person0", "person1"})
+        comment = Comment.objects.get(body=body)
+        self.assertEqual(comment_created_event(comment)["html"], html)  # the same frame rendered alone

@@ -52,8 +52,11 @@ class FakeNotifications:
             "html": f'<li data-seq="{row.seq}">notification</li>',
         }
 
+    def render_all(self, rows):
+        return [self.render(row) for row in rows]
+
     def interface(self):
-        return self.notifications_after, self.notification_last_seqs, self.render
+        return self.notifications_after, self.notification_last_seqs, self.render_all
 
 
 class Socket:
