@@ -105,6 +105,20 @@ class ShardSettingsTests(SimpleTestCase):
             self.assertEqual(redis_config.shared_redis_url(), "redis://:secret@10.0.0.1:6379/0")
             self.assertEqual(redis_config.describe_hosts(), ["redis://10.0.0.1:6379/0", "redis://10.0.0.2:6380/0"])
 
+    def test_the_start_up_announcement_names_each_shard_without_passwords(self):
+        from notifications.startup import announce_configuration
+
+        with override_settings(REDIS_URL=self.URLS, REDIS_SENTINELS="", REDIS_SENTINEL_MASTER=""), self.assertLogs("livefeed", "INFO") as logs:
+            announce_configuration()
+        line = next(line for line in logs.output if "Redis:" in line)
+        self.assertIn("redis://10.0.0.1:6379/0, redis://10.0.0.2:6380/0", line)
+        self.assertIn("sharded across 2 servers; shared cache on redis://10.0.0.1:6379/0", line)
+        self.assertNotIn("secret", "\n".join(logs.output))
+        sentinel = {"REDIS_URL": "", "REDIS_SENTINELS": "10.0.0.1:26379", "REDIS_SENTINEL_MASTER": "livefeed"}
+        with override_settings(**sentinel), self.assertLogs("livefeed", "INFO") as logs:
+            announce_configuration()
+        self.assertIn("Redis: sentinel 10.0.0.1:26379, master 'livefeed' (Sentinel", "\n".join(logs.output))
+
     def test_malformed_or_conflicting_redis_settings_are_refused_by_name(self):
         cases = [
             ({"REDIS_URL": "http://10.0.0.1:6379"}, "scheme"),
