@@ -6,6 +6,7 @@ instances with JSON readers on both. The master is SIGKILLed while comments are 
 every comment once, in order, without reconnecting, and after the promotion a comment travels
 the live path again.
 """
+import re
 import threading
 import time
 
@@ -13,11 +14,19 @@ from django.test import SimpleTestCase, override_settings
 
 from livefeed import redis_config
 from tests.harness import MultiInstanceTestCase, SentinelCluster, metric_value, post_comment, wait_until
+from tests.test_health import readiness
 from tests.test_multi_instance import MultiInstanceTestMixin
 
 POST_DEADLINE = 2.0
 DELIVERY_TIMEOUT = 20
 LIVE_TIMEOUT = 2.0
+BACK = "The rate-limit cache answers again"
+
+
+def incr_calls(server):
+    """Return how many INCRBY a Redis server has run (the rate limit's counts: cache.incr)."""
+    match = re.search(rb"cmdstat_incrby:calls=(\d+)", server.info("commandstats"))
+    return int(match.group(1)) if match else 0
 
 
 class PacedPoster(threading.Thread):
@@ -63,10 +72,12 @@ class SentinelFailoverTests(MultiInstanceTestMixin, MultiInstanceTestCase):
         a, b = self.instances
         self.slug = self.make_feed("sentinel").slug
         readers = [self.reader(a, self.slug), self.reader(b, self.slug)]
+        self.assertEqual(readiness(a), (200, {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}))
         first = self.post(a, self.slug, "before the failover")["seq"]
         for reader in readers:
             reader.wait_for_seq(first, LIVE_TIMEOUT)
 
+        offsets = {instance.name: instance.log_offset() for instance in self.instances}
         poster = PacedPoster(self.instances, self.slug)
         poster.start()
         try:
@@ -75,9 +86,13 @@ class SentinelFailoverTests(MultiInstanceTestMixin, MultiInstanceTestCase):
             killed_at = time.monotonic()
             self.cluster.wait_promoted(15)
             promoted_after = time.monotonic() - killed_at
-            # Keep posting a while after the promotion: the instances find the new master.
+            counted_before = incr_calls(self.cluster.replica)  # now the master: nothing replicates to it
+            # Keep posting after the promotion until the instances count posts again: the rate
+            # limit, which failed open at the kill, retries its cache 5 s later (feed.ratelimit).
             posted = len(poster.answers)
             wait_until(lambda: len(poster.answers) >= posted + 20, 20, "posts after the promotion")
+            for instance in self.instances:
+                wait_until(lambda: BACK in instance.log_since(offsets[instance.name]), 20, f"{instance.name}'s rate limit back")
         finally:
             poster.stop.set()
             poster.join(15)
@@ -102,6 +117,11 @@ class SentinelFailoverTests(MultiInstanceTestMixin, MultiInstanceTestCase):
         self.assertEveryReaderGetsAll(readers, comment["seq"], via=a)
         for reader in readers:
             self.assertFalse(reader.closed.is_set(), f"{reader!r} reconnected ({reader.close_code})")
+        # The cache followed the failover too: the rate limit counts on the promoted replica, and
+        # /readyz finds the master through the sentinel.
+        self.assertGreater(incr_calls(self.cluster.replica), counted_before, "no rate-limit count on the new master")
+        for instance in self.instances:
+            wait_until(lambda: readiness(instance)[0] == 200, 10, f"/readyz of {instance.name} after the failover")
 
 
 class SentinelSettingsTests(SimpleTestCase):
