@@ -124,6 +124,7 @@ import ctypes
 import json as jsonlib
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -430,14 +431,13 @@ class SentinelCluster:
             process.close_log()
 
 
-class _SentinelProcess(_Process):
+class _SentinelProcess(RedisServer):
     """``redis-server <conf> --sentinel`` monitoring one master (its config file in a temp dir)."""
 
     name = "sentinel"
 
     def __init__(self, master_name: str, master_port: int) -> None:
         super().__init__()
-        self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="livefeed-sentinel-"))
         self.conf = self.directory / "sentinel.conf"
         self.conf.write_text(
@@ -451,17 +451,11 @@ class _SentinelProcess(_Process):
     def start(self, timeout: float = 10) -> None:
         # The sentinel rewrites its file (what it learns); the file stays in the temp dir.
         self._spawn(["redis-server", str(self.conf), "--sentinel"])
-        wait_until(self._answers, timeout, f"sentinel on port {self.port}\n{self.log()}", interval=0.05)
+        wait_until(self.ping, timeout, f"sentinel on port {self.port}\n{self.log()}", interval=0.05)
 
-    def _answers(self) -> bool:
-        if not self.running:
-            raise AssertionError(f"sentinel exited:\n{self.log()}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
+    def close_log(self) -> None:
+        super().close_log()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class SilentServer:
