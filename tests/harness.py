@@ -369,9 +369,14 @@ class SentinelCluster:
 
     def __init__(self, name: str = "livefeed") -> None:
         self.name = name
-        self.master = RedisServer()
-        self.replica = RedisServer(args=["--replicaof", "127.0.0.1", str(self.master.port)])
-        self.sentinel = _SentinelProcess(name, self.master.port)
+        # One temp dir (removed with the sentinel's log): a master syncing its replica writes RDB
+        # files even without --save, and they must not land in the project directory.
+        directory = Path(tempfile.mkdtemp(prefix="livefeed-sentinel-"))
+        for part in ("master", "replica"):
+            (directory / part).mkdir()
+        self.master = RedisServer(args=["--dir", str(directory / "master")])
+        self.replica = RedisServer(args=["--dir", str(directory / "replica"), "--replicaof", "127.0.0.1", str(self.master.port)])
+        self.sentinel = _SentinelProcess(name, self.master.port, directory)
 
     @property
     def processes(self) -> list[_Process]:
@@ -436,9 +441,9 @@ class _SentinelProcess(RedisServer):
 
     name = "sentinel"
 
-    def __init__(self, master_name: str, master_port: int) -> None:
+    def __init__(self, master_name: str, master_port: int, directory: Path) -> None:
         super().__init__()
-        self.directory = Path(tempfile.mkdtemp(prefix="livefeed-sentinel-"))
+        self.directory = directory
         self.conf = self.directory / "sentinel.conf"
         self.conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndaemonize no\ndir {self.directory}\n"
