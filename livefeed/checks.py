@@ -104,7 +104,7 @@ def _layer_config() -> dict[str, Any]:
 
 
 def redis_settings_errors() -> list[Error]:
-    """Return what is wrong with the Redis timeouts and the channel layer's capacity."""
+    """Return what is wrong with the Redis timeouts, the channel layer's capacity and where Redis is."""
     errors = [
         error
         for name, low, high, kind in [
@@ -120,6 +120,16 @@ def redis_settings_errors() -> list[Error]:
     ]
     if errors:
         return errors
+    from livefeed.redis_config import config_errors
+
+    errors.extend(
+        Error(message, id="livefeed.E013")
+        for message in config_errors(
+            getattr(settings, "REDIS_URL", ""),
+            getattr(settings, "REDIS_SENTINELS", ""),
+            getattr(settings, "REDIS_SENTINEL_MASTER", ""),
+        )
+    )
     connect, read = getattr(settings, "REDIS_CONNECT_TIMEOUT", 0), getattr(settings, "REDIS_SOCKET_TIMEOUT", 0)
     if connect + read > MAX_REDIS_WAIT:
         errors.append(Error(

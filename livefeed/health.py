@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
-from livefeed import lifecycle
+from livefeed import lifecycle, redis_config
 
 CHECK_TIMEOUT = 1.0
 # Database checks run here, not on the request threads: a database that hangs ties up at most
@@ -31,6 +31,15 @@ _DB_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readyz-db")
 def _ping_database() -> None:
     # A fresh connection each time (closed after): the check proves the database accepts
     # connections, and the probe threads hold none between checks.
+    if getattr(connection, "pool", None):
+        # PostgreSQL with the pool: a connection of its own, not one borrowed from the pool, which
+        # would wait DATABASE_POOL_TIMEOUT on a database that refuses, and fail on a busy pool.
+        params = connection.get_connection_params()
+        import psycopg
+
+        with psycopg.connect(**params, connect_timeout=max(1, round(CHECK_TIMEOUT))) as raw:
+            raw.execute("SELECT 1").fetchone()
+        return
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -40,18 +49,24 @@ def _ping_database() -> None:
 
 
 def redis_urls() -> list[str]:
-    """Return the Redis URLs this process depends on (none with the in-process layer)."""
-    return [url.strip() for url in settings.REDIS_URL.split(",") if url.strip()]
+    """Return the channel layer's shards, each checked on its own (none with Sentinel or no Redis)."""
+    return redis_config.shard_urls()
 
 
-async def _ping_redis(url: str) -> None:
+async def _ping_redis(url: str | None) -> None:
+    """PING one shard by URL, or (None) the master Sentinel names, through the sentinels."""
     import redis.asyncio
 
-    client = redis.asyncio.Redis.from_url(url, socket_timeout=CHECK_TIMEOUT, socket_connect_timeout=CHECK_TIMEOUT)
+    client = (
+        redis.asyncio.Redis.from_url(url, socket_timeout=CHECK_TIMEOUT, socket_connect_timeout=CHECK_TIMEOUT)
+        if url is not None
+        else redis_config.shared_async_client(socket_timeout=CHECK_TIMEOUT, socket_connect_timeout=CHECK_TIMEOUT)
+    )
+    assert client is not None
     try:
         await client.ping()
     finally:
-        await client.aclose()
+        await redis_config.aclose_client(client)
 
 
 def _describe(exc: BaseException) -> str:
@@ -69,7 +84,7 @@ async def readiness() -> tuple[bool, dict[str, str]]:
     loop = asyncio.get_running_loop()
     names = ["database"]
     probes: list[Awaitable[Any]] = [loop.run_in_executor(_DB_EXECUTOR, _ping_database)]
-    urls = redis_urls()
+    urls: list[str | None] = [None] if redis_config.uses_sentinel() else list(redis_urls())
     for index, url in enumerate(urls):
         names.append("redis" if len(urls) == 1 else f"redis{index + 1}")
         probes.append(_ping_redis(url))

@@ -13,6 +13,8 @@ from typing import overload
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from livefeed import redis_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -161,6 +163,30 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 
+# PostgreSQL: Django 5.2's connection pool (psycopg_pool), on unless DATABASE_POOL=0. Each
+# request's thread borrows a connection and gives it back when the request ends, so one process
+# holds between DATABASE_POOL_MIN_SIZE and DATABASE_POOL_MAX_SIZE connections (README "Running
+# several instances"); a request finding all in use waits up to DATABASE_POOL_TIMEOUT seconds.
+# Django requires CONN_MAX_AGE = 0 with a pool (the pool keeps them).
+DATABASE_POOL = env_bool("DATABASE_POOL", True)
+DATABASE_POOL_MIN_SIZE = env_number("DATABASE_POOL_MIN_SIZE", 2, int)
+DATABASE_POOL_MAX_SIZE = env_number("DATABASE_POOL_MAX_SIZE", 20, int)
+DATABASE_POOL_TIMEOUT = env_number("DATABASE_POOL_TIMEOUT", 10.0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL:
+    if not 0 <= DATABASE_POOL_MIN_SIZE <= DATABASE_POOL_MAX_SIZE or DATABASE_POOL_MAX_SIZE < 1:
+        raise ImproperlyConfigured(
+            f"DATABASE_POOL_MIN_SIZE ({DATABASE_POOL_MIN_SIZE}) must be between 0 and DATABASE_POOL_MAX_SIZE "
+            f"({DATABASE_POOL_MAX_SIZE}), which must be at least 1."
+        )
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # With a pool, CONN_HEALTH_CHECKS (on) makes the pool check a connection before lending it
+    # (psycopg_pool's check_connection): one the server dropped, after a PostgreSQL restart, is replaced.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": DATABASE_POOL_MIN_SIZE,
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": DATABASE_POOL_TIMEOUT,
+    }
+
 # Tests use a file (or database) of their own per run: daphne processes started by the
 # multi-instance tests open it too, and parallel runs on one machine must not share it.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -171,8 +197,15 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer and shared cache ----------------------------------
+# livefeed/redis_config.py and README "Beyond one Redis": REDIS_URL may list several servers
+# (comma-separated): the channel layer shards across them and shared state (the cache: rate
+# limits, sign-in limits, /ops/ heartbeats) lives on the first. REDIS_SENTINELS (host:port,...)
+# with REDIS_SENTINEL_MASTER reach the master Sentinel names instead, for every Redis use.
+# Malformed values, and both ways at once, stop the server at start-up (livefeed.checks).
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_SENTINELS = os.environ.get("REDIS_SENTINELS", "")
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "")
 # Seconds to wait for a TCP connection to Redis (cache and channel layer), and for any
 # answer of the cache (the rate limit). A post never waits longer on Redis than these: the
 # rate limit fails open (feed.ratelimit) and publishing does not hold up the post.
@@ -188,18 +221,20 @@ CHANNEL_LAYER_CAPACITY = env_number("CHANNEL_LAYER_CAPACITY", 10000, int)
 # of it): the connections of an instance that died stop counting within this (notifications.presence).
 PRESENCE_TTL = env_number("PRESENCE_TTL", 15, int)
 
-if REDIS_URL:
+_REDIS_WHERE = {"urls": REDIS_URL, "sentinels": REDIS_SENTINELS, "master": REDIS_SENTINEL_MASTER}
+_LAYER_HOSTS = redis_config.channel_layer_hosts(
+    **_REDIS_WHERE, connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=CHANNEL_LAYER_SOCKET_TIMEOUT
+)
+_SHARED_CACHE = redis_config.cache_config(
+    **_REDIS_WHERE, connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_SOCKET_TIMEOUT
+)
+
+if _LAYER_HOSTS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT,
-                        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
-                    }
-                ],
+                "hosts": _LAYER_HOSTS,
                 "capacity": CHANNEL_LAYER_CAPACITY,
                 "expiry": 60,
                 # Hubs re-add their memberships every 30 s (membership_refresh), so one left
@@ -208,19 +243,9 @@ if REDIS_URL:
             },
         }
     }
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "OPTIONS": {
-                "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
-                "socket_timeout": REDIS_SOCKET_TIMEOUT,
-            },
-        }
-    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CACHES = {"default": _SHARED_CACHE or {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Feed behaviour -----------------------------------------------------------
 

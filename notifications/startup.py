@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from livefeed import redis_config
 
 logger = logging.getLogger("livefeed")
 
@@ -19,8 +20,15 @@ def announce_configuration() -> None:
         where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or '-'}/{db.get('NAME')}"
     logger.info("Database: %s at %s", db["ENGINE"].rsplit(".", 1)[-1], where)
     announce_channel_layer()
-    if settings.REDIS_URL:
-        logger.info("Redis: %s (channel layer and shared cache)", ", ".join(redis_hosts(settings.REDIS_URL)))
+    if redis_config.uses_sentinel():
+        logger.info("Redis: %s (Sentinel: channel layer and shared cache on the master)", ", ".join(redis_config.describe_hosts()))
+    elif len(redis_config.shard_urls()) > 1:
+        hosts = redis_config.describe_hosts()
+        logger.info(
+            "Redis: %s (channel layer sharded across %d servers; shared cache on %s)", ", ".join(hosts), len(hosts), hosts[0]
+        )
+    elif redis_config.redis_configured():
+        logger.info("Redis: %s (channel layer and shared cache)", ", ".join(redis_config.describe_hosts()))
     live = settings.LIVE_UPDATES
     logger.info(
         "Limits: FEED_POST_RATE=%s, DATA_UPLOAD_MAX_MEMORY_SIZE=%d bytes, WS_SLOW_READER_MAX_BYTES=%d, "
@@ -37,22 +45,15 @@ def announce_configuration() -> None:
 
 def redis_hosts(urls: str) -> list[str]:
     """Return host:port/db of each comma-separated Redis URL, without user names or passwords."""
-    hosts = []
-    for url in (part.strip() for part in urls.split(",")):
-        if not url:
-            continue
-        parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        host = f"[{host}]" if ":" in host else host
-        hosts.append(f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path or ''}")
-    return hosts
+    return [redis_config.describe_url(url) for url in redis_config.split_urls(urls)]
 
 
 def announce_channel_layer() -> None:
     """Log which channel layer this server uses, so operators see it at start-up."""
     backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
-    if settings.REDIS_URL:
-        logger.info("Channel layer: %s on Redis (REDIS_URL is set); instances share live events.", backend)
+    if redis_config.redis_configured():
+        how = "REDIS_SENTINELS is set" if redis_config.uses_sentinel() else "REDIS_URL is set"
+        logger.info("Channel layer: %s on Redis (%s); instances share live events.", backend, how)
     else:
         logger.warning(
             "Channel layer: %s (in-process, REDIS_URL is unset); run a single instance only.", backend

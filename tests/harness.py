@@ -50,6 +50,18 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
     quacks like an instance for ``post_comment`` and ``FeedReader``.
     ``nginx_binary()`` returns its path or None.
 
+``RedisServer(port=None, args=())`` takes extra ``redis-server`` arguments (a replica's
+    ``--replicaof``) and has ``info(section) -> bytes`` (the whole ``INFO`` reply).
+
+``SentinelCluster(name="livefeed")``
+    A master, a replica (``--replicaof``) and one Sentinel (quorum 1, down after 1 s,
+    failover timeout 3 s) on free loopback ports: ``start()``, ``env`` (``REDIS_SENTINELS``,
+    ``REDIS_SENTINEL_MASTER``, ``REDIS_URL`` empty), ``kill_master()``, ``wait_promoted(timeout)``,
+    ``master_port()``, ``processes``, ``stop()``. See the class.
+
+``metric_value(instance, name, **labels) -> float``
+    One sample of an instance's ``/metrics`` (0 when absent).
+
 ``subprocess_database_url() -> str``
     The ``DATABASE_URL`` of the database this (test) process uses: the test runner's SQLite
     file or PostgreSQL database once it has been set up.
@@ -99,7 +111,9 @@ Stable API (used by ``tests.test_multi_instance`` and the browser tests):
     ``stalled_reader(instance, slug)``, ``post(instance, slug, body, author=...)`` (asserts
     201), ``post_many([(instance, count), ...], slug, body=None)`` (one thread per pair),
     ``assertExactlyOnceInOrder(reader_or_seqs, expected)``, ``diagnostics()`` (logs of every
-    process, for failure messages).
+    process, for failure messages). Override the classmethod ``start_redis()`` for several
+    shards or Sentinel: it starts them, lists extra processes in ``cls.extra_processes`` and
+    returns the instances' Redis variables (e.g. ``SentinelCluster.env``).
 
 Child processes die with the test process (PR_SET_PDEATHSIG); start them from the main thread.
 """
@@ -110,6 +124,7 @@ import ctypes
 import json as jsonlib
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -278,9 +293,10 @@ class RedisServer(_Process):
 
     name = "redis"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: Iterable[str] = ()) -> None:
         super().__init__()
         self.port = port or free_port()
+        self.args = list(args)
 
     @property
     def url(self) -> str:
@@ -290,7 +306,7 @@ class RedisServer(_Process):
         """Start the server (empty) and wait until it answers PING."""
         self._spawn([
             "redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-            "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
+            "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes", *self.args,
         ])
         wait_until(self.ping, timeout, f"redis-server on port {self.port}\n{self.log()}", interval=0.05)
 
@@ -318,10 +334,133 @@ class RedisServer(_Process):
                 reply += chunk
         return reply.split(b"\r\n", 1)[0]
 
+    def info(self, section: str) -> bytes:
+        """Return the whole INFO reply of one section (e.g. ``replication``)."""
+        request = f"*2\r\n$4\r\nINFO\r\n${len(section)}\r\n{section}\r\n".encode()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(request)
+            reply = b""
+            while True:
+                chunk = sock.recv(65536)
+                reply += chunk
+                header, _, rest = reply.partition(b"\r\n")
+                if not chunk or (header.startswith(b"$") and len(rest) >= int(header[1:]) + 2):
+                    return rest
+
     def restart(self) -> None:
         """Stop the server and start an empty one on the same port."""
         self.stop()
         self.start()
+
+
+class SentinelCluster:
+    """A master redis-server, one replica of it and one Sentinel watching them, in a temp dir.
+
+    All on free loopback ports. The sentinel monitors the master as ``name`` with a quorum of
+    one, ``down-after-milliseconds`` 1000 and ``failover-timeout`` 3000, so a killed master is
+    replaced by the replica within a few seconds. ``start(timeout)`` returns once the replica
+    is in sync and the sentinel knows it; ``sentinels`` (``"127.0.0.1:<port>"``, the value of
+    ``REDIS_SENTINELS``), ``env`` (the instances' Redis variables: ``REDIS_URL`` empty,
+    ``REDIS_SENTINELS``, ``REDIS_SENTINEL_MASTER``), ``master`` and ``replica`` (``RedisServer``
+    objects; after a failover ``replica`` is the master), ``sentinel`` (the process),
+    ``master_port()`` (what the sentinel names now), ``kill_master()`` (SIGKILL),
+    ``wait_promoted(timeout)`` (until the sentinel names the replica), ``processes``, ``stop()``.
+    """
+
+    def __init__(self, name: str = "livefeed") -> None:
+        self.name = name
+        # One temp dir (removed with the sentinel's log): a master syncing its replica writes RDB
+        # files even without --save, and they must not land in the project directory.
+        directory = Path(tempfile.mkdtemp(prefix="livefeed-sentinel-"))
+        for part in ("master", "replica"):
+            (directory / part).mkdir()
+        self.master = RedisServer(args=["--dir", str(directory / "master")])
+        self.replica = RedisServer(args=["--dir", str(directory / "replica"), "--replicaof", "127.0.0.1", str(self.master.port)])
+        self.sentinel = _SentinelProcess(name, self.master.port, directory)
+
+    @property
+    def processes(self) -> list[_Process]:
+        return [self.master, self.replica, self.sentinel]
+
+    @property
+    def sentinels(self) -> str:
+        return f"127.0.0.1:{self.sentinel.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": "", "REDIS_SENTINELS": self.sentinels, "REDIS_SENTINEL_MASTER": self.name}
+
+    def _sentinel_client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.sentinel.port, socket_timeout=2, decode_responses=True)
+
+    def master_port(self) -> int | None:
+        """Return the port of the master the sentinel names now (None if it does not answer)."""
+        try:
+            with self._sentinel_client() as client:
+                address = client.sentinel_get_master_addr_by_name(self.name)
+        except OSError:
+            return None
+        except Exception:  # redis.exceptions.ConnectionError is no OSError
+            return None
+        return int(address[1]) if address else None
+
+    def _replica_in_sync(self) -> bool:
+        return b"master_link_status:up" in self.replica.info("replication")
+
+    def _sentinel_knows_replica(self) -> bool:
+        try:
+            with self._sentinel_client() as client:
+                return int(client.sentinel_master(self.name).get("num-slaves", 0)) >= 1
+        except Exception:
+            return False
+
+    def start(self, timeout: float = 20) -> None:
+        self.master.start()
+        self.replica.start()
+        wait_until(self._replica_in_sync, timeout, f"the replica to sync\n{self.replica.log()}", interval=0.05)
+        self.sentinel.start()
+        wait_until(self._sentinel_knows_replica, timeout, f"the sentinel to find the replica\n{self.sentinel.log()}", interval=0.05)
+
+    def kill_master(self) -> None:
+        """SIGKILL the master: the sentinel notices after about a second and promotes the replica."""
+        self.master.kill()
+
+    def wait_promoted(self, timeout: float = 15) -> None:
+        wait_until(lambda: self.master_port() == self.replica.port, timeout, f"the failover\n{self.sentinel.log()}", interval=0.05)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.kill()
+            process.close_log()
+
+
+class _SentinelProcess(RedisServer):
+    """``redis-server <conf> --sentinel`` monitoring one master (its config file in a temp dir)."""
+
+    name = "sentinel"
+
+    def __init__(self, master_name: str, master_port: int, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+        self.conf = self.directory / "sentinel.conf"
+        self.conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndaemonize no\ndir {self.directory}\n"
+            f"sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {master_name} 1000\n"
+            f"sentinel failover-timeout {master_name} 3000\n"
+            f"sentinel parallel-syncs {master_name} 1\n"
+        )
+
+    def start(self, timeout: float = 10) -> None:
+        # The sentinel rewrites its file (what it learns); the file stays in the temp dir.
+        self._spawn(["redis-server", str(self.conf), "--sentinel"])
+        wait_until(self.ping, timeout, f"sentinel on port {self.port}\n{self.log()}", interval=0.05)
+
+    def close_log(self) -> None:
+        super().close_log()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class SilentServer:
@@ -562,6 +701,16 @@ class NginxServer(_Process):
         import shutil
 
         shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def metric_value(instance: DaphneInstance, name: str, **labels: str) -> float:
+    """Return one sample of an instance's ``/metrics`` (0 when absent), e.g. ``livefeed_db_fills_total``."""
+    with NO_PROXY.open(instance.http_url("/metrics"), timeout=10) as response:
+        text = response.read().decode()
+    label_text = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(label_text) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
 
 
 def post_comment(
@@ -974,18 +1123,23 @@ class MultiInstanceTestCase(TransactionTestCase):
     instance_env: dict[str, str] = {}
     redis: RedisServer
     instances: list[DaphneInstance]
+    extra_processes: list[_Process]
 
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
         cls.redis = RedisServer()
         cls.instances = []
+        cls.extra_processes = []
         try:
-            cls.redis.start()
+            redis_env = cls.start_redis()
             database_url = subprocess_database_url()
             for index in range(cls.instance_count):
                 cls.instances.append(
-                    DaphneInstance(chr(ord("A") + index), redis_url=cls.redis.url, database_url=database_url, env=cls.instance_env)
+                    DaphneInstance(
+                        chr(ord("A") + index), redis_url=cls.redis.url, database_url=database_url,
+                        env={**redis_env, **cls.instance_env},
+                    )
                 )
             for instance in cls.instances:
                 instance.start()
@@ -997,6 +1151,16 @@ class MultiInstanceTestCase(TransactionTestCase):
             raise
 
     @classmethod
+    def start_redis(cls) -> dict[str, str]:
+        """Start the class's Redis; return Redis variables for the instances (over REDIS_URL=cls.redis.url).
+
+        Override for several shards or Sentinel: start them, list the processes besides
+        ``cls.redis`` in ``cls.extra_processes`` (stopped with the instances, in ``diagnostics()``).
+        """
+        cls.redis.start()
+        return {}
+
+    @classmethod
     def tearDownClass(cls) -> None:
         # Before the runner drops the test database: PostgreSQL refuses while they are connected.
         cls._stop_processes()
@@ -1004,7 +1168,7 @@ class MultiInstanceTestCase(TransactionTestCase):
 
     @classmethod
     def _stop_processes(cls) -> None:
-        for process in [*getattr(cls, "instances", []), getattr(cls, "redis", None)]:
+        for process in [*getattr(cls, "instances", []), getattr(cls, "redis", None), *getattr(cls, "extra_processes", [])]:
             if process is not None:
                 process.kill()
                 process.close_log()
@@ -1099,5 +1263,6 @@ class MultiInstanceTestCase(TransactionTestCase):
 
     def diagnostics(self) -> str:
         """Return the end of every process's log, for failure messages."""
-        parts = [f"--- {process.name} (port {process.port}) log:\n{process.log(3000)}" for process in [*self.instances, self.redis]]
+        processes = [*self.instances, self.redis, *self.extra_processes]
+        parts = [f"--- {process.name} (port {getattr(process, 'port', '-')}) log:\n{process.log(3000)}" for process in processes]
         return "\n".join(parts)
