@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from django.conf import settings
 from django.utils.html import escape
 
+from livefeed import redis_config
+from notifications.cancellation import raise_if_cancelled
 from notifications.connection import StreamEvent
 from notifications.fanout import fan_out_signal
-from notifications.cancellation import raise_if_cancelled
 
 if TYPE_CHECKING:
     from notifications.connection import Connection
@@ -56,25 +57,14 @@ def _chunks(feed_ids: list[int]) -> list[list[int]]:
     return [feed_ids[start : start + CHUNK] for start in range(0, len(feed_ids), CHUNK)] or [[]]
 
 
-def redis_url() -> str:
-    """The first Redis of REDIS_URL (presence does not shard), or "" without Redis."""
-    return (getattr(settings, "REDIS_URL", "") or "").split(",")[0].strip()
-
-
 class RedisPresenceStore:
     """This instance's counts in Redis (redis-py's asyncio client, bounded by the Redis timeouts)."""
 
-    def __init__(self, url: str, *, instance_id: str, ttl: int) -> None:
-        import redis.asyncio
-
+    def __init__(self, client: Any, *, instance_id: str, ttl: int) -> None:
         self.instance_id = instance_id
         self.ttl = ttl
         self.bound = settings.REDIS_CONNECT_TIMEOUT + settings.REDIS_SOCKET_TIMEOUT
-        self.client = redis.asyncio.Redis.from_url(
-            url,
-            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
-            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-        )
+        self.client = client
         self.script = self.client.register_script(EXCHANGE_SCRIPT)
 
     async def exchange(self, counts: dict[int, int] | None, feed_ids: list[int]) -> dict[int, int]:
@@ -232,13 +222,14 @@ def presence_ttl() -> int:
 
 
 def presence_from_settings() -> Presence:
-    """The hub's presence: counted in Redis when REDIS_URL is set, else by this process alone."""
-    url = redis_url()
+    """The hub's presence: counted in Redis (the shared-state server: the first of REDIS_URL, or
+    Sentinel's master) when Redis is configured, else by this process alone."""
+    client = redis_config.shared_async_client()
     ttl = presence_ttl()
     store = None
-    if url:
+    if client is not None:
         instance_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        store = RedisPresenceStore(url, instance_id=instance_id, ttl=ttl)
+        store = RedisPresenceStore(client, instance_id=instance_id, ttl=ttl)
     return Presence(store=store, ttl=ttl)
 
 
@@ -252,15 +243,11 @@ _sync_retry_at = 0.0  # after a failure, requests skip Redis for a second (a hun
 
 def _sync_exchange(feed_ids: list[int]) -> dict[int, int]:
     global _sync_script
-    import redis
 
     with _sync_lock:
         if _sync_script is None:
-            client = redis.Redis.from_url(
-                redis_url(),
-                socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
-                socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-            )
+            client = redis_config.shared_sync_client()
+            assert client is not None  # called only when Redis is configured
             _sync_script = client.register_script(EXCHANGE_SCRIPT)
         script = _sync_script
     totals: dict[int, int] = {}
@@ -277,7 +264,7 @@ def watching_counts(feed_ids: Iterable[int]) -> dict[int, int]:
     """
     global _sync_failing, _sync_retry_at
     ids = list(feed_ids)
-    if redis_url() and time.monotonic() >= _sync_retry_at:
+    if redis_config.redis_configured() and time.monotonic() >= _sync_retry_at:
         try:
             totals = _sync_exchange(ids)
         except Exception as exc:
