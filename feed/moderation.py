@@ -6,7 +6,6 @@ the feed row's lock and published once committed.
 """
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -15,12 +14,10 @@ from django.utils import timezone
 from feed.models import Comment, Event, Feed, IdempotencyKey
 from feed.rendering import comment_as_dict
 from feed.services import FeedAccessDenied, feed_check_can_read
-from livefeed.metrics import PUBLISH_FAILURES_TOTAL
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
 
-logger = logging.getLogger(__name__)
 
 
 class RemovalNotAllowed(FeedAccessDenied):
@@ -98,12 +95,7 @@ def _copy_removal(source: Comment, target: Comment) -> None:
 
 def _publish(event: Event) -> None:
     """Publish the committed removal; never raise (it is saved: readers get it from the database)."""
-    try:
-        from notifications.publishing import publish_comment_deleted
+    from notifications.publishing import never_failing_the_write, publish_comment_deleted
 
+    with never_failing_the_write(f"the removal {event.seq} of feed {event.feed_id}"):
         publish_comment_deleted(event)
-    except Exception:
-        PUBLISH_FAILURES_TOTAL.inc()
-        logger.exception(
-            "Could not publish the removal %s of feed %s; readers get it from the database", event.seq, event.feed_id
-        )

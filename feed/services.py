@@ -31,7 +31,7 @@ from feed.models import (
 from feed.ratelimit import post_rate_limit_check
 from feed.rendering import comment_as_dict
 from feed.text import clean_body, clean_name
-from livefeed.metrics import COMMENTS_CREATED_TOTAL, PUBLISH_FAILURES_TOTAL
+from livefeed.metrics import COMMENTS_CREATED_TOTAL
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
@@ -215,22 +215,12 @@ def _comment_insert(
 
 
 def _publish(comment: Comment) -> None:
-    """Count the committed comment and publish it; never raise (the comment is saved).
+    """Count the committed comment and publish it; never raise (the comment is saved)."""
+    from notifications.publishing import never_failing_the_write, publish_comment_created
 
-    Runs after commit, in the request: an exception here would answer the saved post with
-    a 500, and a client retrying without an Idempotency-Key would post it twice. Readers get
-    an unpublished comment from the database (the hub's backstop).
-    """
     COMMENTS_CREATED_TOTAL.inc()
-    try:
-        from notifications.publishing import publish_comment_created
-
+    with never_failing_the_write(f"comment {comment.seq} of feed {comment.feed_id}"):
         publish_comment_created(comment)
-    except Exception:
-        PUBLISH_FAILURES_TOTAL.inc()
-        logger.exception(
-            "Could not publish comment %s of feed %s; readers get it from the database", comment.seq, comment.feed_id
-        )
 
 
 # --- Idempotent posts ----------------------------------------------------------

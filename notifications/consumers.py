@@ -6,7 +6,6 @@ channel of its own, and live frames never pass through it.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any

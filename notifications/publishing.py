@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -16,6 +18,21 @@ from notifications.events import comment_created_event, comment_deleted_event, f
 from notifications.server_adapter import server_event_loop
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def never_failing_the_write(what: str) -> Iterator[None]:
+    """Run after-commit work (rendering and publishing events) without ever raising.
+
+    It runs in the request after the change is saved: an exception would answer the saved
+    change with a 500, and a client retrying without an Idempotency-Key would make it twice.
+    A failure is logged and counted; readers get the change from the database (the backstop).
+    """
+    try:
+        yield
+    except Exception:
+        PUBLISH_FAILURES_TOTAL.inc()
+        logger.exception("Could not publish %s; readers get it from the database", what)
 
 # While the layer is failing, posts skip publishing until this time.monotonic() value.
 _skip_until = 0.0

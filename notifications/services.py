@@ -95,15 +95,19 @@ def notifications_mark_read(*, user: User, up_to: int) -> int:
 
 
 def _publish_created(notifications: list[Notification]) -> None:
+    """Publish a comment's committed notifications; never raise (readers catch up from the database)."""
     from notifications.events import notification_created_events
-    from notifications.publishing import publish_user_event
+    from notifications.publishing import never_failing_the_write, publish_user_event
 
-    for notification, event in zip(notifications, notification_created_events(notifications)):
-        publish_user_event(notification.user_id, event)
+    with never_failing_the_write(f"the {len(notifications)} notification(s) of a comment"):
+        for notification, event in zip(notifications, notification_created_events(notifications)):
+            publish_user_event(notification.user_id, event)
 
 
 def _publish_read(user: User, up_to: int) -> None:
+    """Tell the user's open connections what was read; never raise (the change is saved)."""
     from notifications.events import notifications_read_event
-    from notifications.publishing import publish_user_event
+    from notifications.publishing import never_failing_the_write, publish_user_event
 
-    publish_user_event(user.pk, notifications_read_event(user=user, up_to=up_to))
+    with never_failing_the_write(f"notifications of user {user.pk} read up to {up_to}"):
+        publish_user_event(user.pk, notifications_read_event(user=user, up_to=up_to))

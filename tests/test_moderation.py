@@ -106,7 +106,7 @@ class CommentRemoveServiceTests(ModerationTestCase):
         """Rendering or sending the event failing after commit is logged and counted; the removal stands."""
         comment = self.post()
         with mock.patch("notifications.publishing.publish_comment_deleted", side_effect=RuntimeError("boom")):
-            with self.assertLogs("feed.moderation", "ERROR"):
+            with self.assertLogs("notifications.publishing", "ERROR"):
                 with self.captureOnCommitCallbacks(execute=True):
                     self.assertTrue(comment_remove(comment=comment, by=self.staff))
         self.assertTrue(Comment.objects.get(pk=comment.pk).removed)

@@ -117,7 +117,7 @@ class AfterCommitTests(TransactionTestCase):
         """Rendering the event fails after commit: the API answers 201, the comment is saved, the failure counted."""
         failures, created = metric(PUBLISH_FAILURES_TOTAL), metric(COMMENTS_CREATED_TOTAL)
         with mock.patch.object(publishing, "comment_created_event", side_effect=RuntimeError("template broke")):
-            with self.assertLogs("feed.services", "ERROR") as logs:
+            with self.assertLogs("notifications.publishing", "ERROR") as logs:
                 response = self.api_post("saved anyway")
         self.assertEqual(response.status_code, 201, response.content)
         self.assertTrue(Comment.objects.filter(pk=response.json()["id"]).exists())
@@ -128,10 +128,27 @@ class AfterCommitTests(TransactionTestCase):
     def test_a_form_post_whose_publish_raises_still_redirects(self):
         """The same for the page's form: 303 to the new comment, not a 500."""
         with mock.patch.object(publishing, "get_channel_layer", side_effect=RuntimeError("bad settings")):
-            with self.assertLogs("feed.services", "ERROR"):
+            with self.assertLogs("notifications.publishing", "ERROR"):
                 response = self.client.post("/feeds/town/comments/", {"author": "Ann", "body": "form"})
         self.assertEqual(response.status_code, 303)
         self.assertEqual(Comment.objects.count(), 1)
+
+    def test_a_mention_whose_notification_events_fail_to_render_still_answers_201(self):
+        """The notifications' events fail after commit: 201, the comment and its notification saved, the failure counted."""
+        from django.contrib.auth import get_user_model
+
+        from notifications import events
+        from notifications.models import Notification
+
+        bob = get_user_model().objects.create_user("bob")
+        failures = metric(PUBLISH_FAILURES_TOTAL)
+        with mock.patch.object(events, "notification_created_events", side_effect=RuntimeError("template broke")):
+            with self.assertLogs("notifications.publishing", "ERROR") as logs:
+                response = self.api_post("hello @bob")
+        self.assertEqual(response.status_code, 201, response.content)
+        self.assertEqual(Notification.objects.filter(user=bob, comment_id=response.json()["id"]).count(), 1)
+        self.assertEqual(metric(PUBLISH_FAILURES_TOTAL) - failures, 1)
+        self.assertIn("readers get it from the database", logs.output[0])
 
     def test_a_successful_publish_is_counted(self):
         """Each event sent to the layer counts in livefeed_events_published_total."""
