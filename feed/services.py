@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
@@ -194,24 +194,36 @@ def _comment_insert(
             )
             if parent is None:  # deleted or removed since it was checked
                 raise ValidationError({"reply_to": ["This is not a comment of this feed."]})
-        # The row lock serialises the feed's changes: seq has no gaps, and event N commits
-        # before event N+1 can be numbered. The comment's seq is its created event's seq.
-        locked = Feed.objects.select_for_update().only("pk", "slug", "last_seq").get(pk=feed.pk)
-        seq = locked.last_seq + 1
-        Feed.objects.filter(pk=feed.pk).update(last_seq=seq)
+        seq = _feed_next_seq(feed_id=feed.pk)  # the comment's seq is its created event's seq
         comment = Comment.objects.create(
-            feed=locked,
+            feed=feed,
             seq=seq,
             author=author,
             body=body,
             user=user if user is not None and user.is_authenticated else None,
             reply_to=parent,
         )
-        Event.objects.create(feed=locked, seq=seq, kind=Event.Kind.COMMENT_CREATED, comment=comment)
+        Event.objects.create(feed=feed, seq=seq, kind=Event.Kind.COMMENT_CREATED, comment=comment)
         transaction.on_commit(lambda: _publish(comment))
         notifications_create_for_comment(comment=comment)
     feed.last_seq = seq
     return comment
+
+
+def _feed_next_seq(*, feed_id: int) -> int:
+    """Number the feed's next event: add one to its last_seq and return it, in one statement.
+
+    Call it inside the transaction that saves the event. The UPDATE locks the feed's row until
+    that transaction ends, which serialises the feed's changes: seqs have no gaps, and event N
+    commits before event N+1 can be numbered. (RETURNING: PostgreSQL, and SQLite 3.35+.)
+    """
+    table = connection.ops.quote_name(Feed._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq", [feed_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Feed.DoesNotExist(f"feed {feed_id} was deleted")
+    return int(row[0])
 
 
 def _publish(comment: Comment) -> None:

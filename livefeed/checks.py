@@ -186,10 +186,30 @@ def posting_settings_errors() -> list[Error]:
     return errors
 
 
+# Comments are numbered with UPDATE ... RETURNING (feed.services), which SQLite has since 3.35.
+SQLITE_MIN_VERSION = (3, 35, 0)
+
+
+def database_errors() -> list[Error]:
+    """Return an error if the database cannot run the project's statements."""
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        return []
+    import sqlite3
+
+    if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
+        needed = ".".join(map(str, SQLITE_MIN_VERSION))
+        return [Error(
+            f"SQLite {sqlite3.sqlite_version} is too old: Live Feed needs {needed} or newer (UPDATE ... RETURNING). "
+            "Use a newer Python build, or PostgreSQL (DATABASE_URL).",
+            id="livefeed.E026",
+        )]
+    return []
+
+
 @register("livefeed")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """The system check: every error of the settings above."""
-    return [*live_settings_errors(), *redis_settings_errors(), *posting_settings_errors()]
+    return [*live_settings_errors(), *redis_settings_errors(), *posting_settings_errors(), *database_errors()]
 
 
 def require_valid_settings() -> None:

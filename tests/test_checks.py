@@ -1,5 +1,6 @@
 """Start-up checks: a setting that would switch off a guarantee stops `manage.py check` and daphne."""
 import io
+from unittest import mock
 
 from django.core.checks import registry, run_checks
 from django.core.management import call_command
@@ -110,6 +111,13 @@ class SettingsCheckTests(SimpleTestCase):
         self.assertIn("TRUSTED_PROXY_COUNT", messages(TRUSTED_PROXY_COUNT=-1)[0])
         self.assertIn("not both", messages(TRUSTED_PROXY_COUNT=1, TRUSTED_PROXIES=["10.0.0.1"])[0])
         self.assertIn("WS_SESSION_CHECK_INTERVAL", messages(WS_SESSION_CHECK_INTERVAL=0)[0])
+
+    def test_an_sqlite_without_update_returning_is_refused(self):
+        """Comments are numbered with UPDATE ... RETURNING: SQLite before 3.35 cannot run it."""
+        with mock.patch("sqlite3.sqlite_version_info", (3, 34, 1)), mock.patch("sqlite3.sqlite_version", "3.34.1"):
+            found = messages()
+        self.assertEqual(len(found), 1)
+        self.assertIn("livefeed.E026 SQLite 3.34.1 is too old", found[0])
 
 
 class BackstopAtShortCheckIntervalsTests(SimpleTestCase):
