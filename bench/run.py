@@ -43,7 +43,7 @@ import redis  # noqa: E402
 from bench import loadgen, report, scenarios as more, soak, writepath  # noqa: E402
 from bench.notif_scenario import run_notifications  # noqa: E402
 from bench.scenarios import frame_cost, generator_saturated  # noqa: E402
-from bench.servers import HOST, ROOT, Stack, cpu_seconds, migrate, rss_bytes, start_node_peer  # noqa: E402
+from bench.servers import HOST, ROOT, Stack, cpu_seconds, migrate, production_env, rss_bytes, start_node_peer  # noqa: E402
 
 FEED = "demo"
 NODE_LABEL = "Node ws peer (1 process)"
@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--daphne-arg", action="append", default=[], help="extra daphne argument (repeatable)")
     parser.add_argument("--py-spy", action="store_true", help="profile one daphne during full speed (py-spy)")
     parser.add_argument("--project-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment of the project's daphne (repeatable), e.g. DEBUG=0 SECRET_KEY=...")
+                        help="extra environment of the project's daphne (repeatable), e.g. LOG_LEVEL=DEBUG; it runs with DEBUG off")
     parser.add_argument("--py-spy-keep-up", action="store_true", help="with --py-spy: profile keep-up instead of full speed")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.json and latest.png go")
     parser.add_argument("--merge", action="store_true",
@@ -228,7 +228,7 @@ class System:
         self.stack.start_redis()
         # FEED_POST_RATE off: one poster posts every comment; WS_MAX_PER_CLIENT off: every reader
         # comes from the same loopback address (the per-address limit would close all but 100 per process).
-        self.env = env = {"REDIS_URL": self.stack.redis_url, "DEBUG": "1", "FEED_POST_RATE": "off", "WS_MAX_PER_CLIENT": "0", "LOG_LEVEL": "WARNING",
+        self.env = env = {"REDIS_URL": self.stack.redis_url, "FEED_POST_RATE": "off", "WS_MAX_PER_CLIENT": "0", "LOG_LEVEL": "WARNING",
                "PYTHONUNBUFFERED": "1"}
         if self.name == "node":
             # One Node process; the Redis started above stays idle (the bench asks it for group members).
@@ -239,6 +239,7 @@ class System:
             # Every reader of the bench comes from 127.0.0.1: lift the per-address socket cap
             # (WS_MAX_PER_CLIENT, 100 by default; 0 disables it), as FEED_POST_RATE=off lifts the post limit.
             env["WS_MAX_PER_CLIENT"] = "0"
+            env.update(production_env(self.workdir.parent))
             env.update(kv.split("=", 1) for kv in self.args.project_env)
             env["DATABASE_URL"] = self.args.database_url or f"sqlite:///{self.workdir / 'bench.sqlite3'}"
             migrate(env=env, workdir=self.workdir)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen
-from bench.servers import HOST, Stack, cpu_seconds, migrate
+from bench.servers import HOST, Stack, cpu_seconds, migrate, production_env
 
 SYSTEMS = {
     "project": ("livefeed.asgi:application", {}),
@@ -56,8 +56,9 @@ async def _one(args: argparse.Namespace, workdir: Path, name: str, application: 
     stack = Stack(workdir)
     try:
         stack.start_redis()
-        env = {"REDIS_URL": stack.redis_url, "DEBUG": "1", "FEED_POST_RATE": "off", "LOG_LEVEL": "WARNING",
-               "PYTHONUNBUFFERED": "1", "DATABASE_URL": f"{base}/{database}", **extra_env}
+        # Both with the project's production settings (DEBUG off): same middleware, same database.
+        env = {"REDIS_URL": stack.redis_url, "FEED_POST_RATE": "off", "LOG_LEVEL": "WARNING",
+               "PYTHONUNBUFFERED": "1", "DATABASE_URL": f"{base}/{database}", **production_env(workdir.parent), **extra_env}
         migrate(env=env, workdir=workdir)
         stack.start_daphnes(count=args.servers, application=application, env=env, name=name,
                             extra_args=args.daphne_arg, backlog=args.backlog or None)
