@@ -1,5 +1,6 @@
 """comment_create: validation, permissions, gap-free seq under concurrency (publishing: test_publishing)."""
 import threading
+from unittest import skipUnless
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -135,3 +136,18 @@ class ConcurrentPostingTests(TransactionTestCase):
         self.assertEqual(feed.last_seq, total)
         for number in range(self.THREADS):
             self.assertEqual(Comment.objects.filter(feed=feed, author=f"t{number}").count(), self.POSTS_PER_THREAD)
+
+
+@skipUnless(connection.vendor == "postgresql", "the expression index is PostgreSQL's: run with DATABASE_URL=postgres://...")
+class RegisteredNameLookupTests(TestCase):
+    def test_the_guest_name_check_is_served_by_an_index_not_a_scan_of_every_user(self):
+        """Every guest post asks whether its display name is a registered username (case-insensitively)."""
+        get_user_model().objects.create_user("Alice", password="x")
+        query = get_user_model().objects.filter(username__iexact="alice")
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")  # the planner's choice on a tiny table aside
+            sql, params = query.query.sql_with_params()
+            cursor.execute(f"EXPLAIN {sql}", params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        self.assertIn("accounts_user_username_upper", plan)
+        self.assertTrue(query.exists())
