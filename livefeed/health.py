@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
@@ -139,33 +139,18 @@ def _metrics_response(request: HttpRequest) -> HttpResponse:
 
 
 class ProbeMiddleware:
-    """Answer GET/HEAD /healthz, /readyz and /metrics; pass everything else on."""
+    """Answer GET/HEAD /healthz, /readyz and /metrics; pass everything else on.
 
-    sync_capable = True
-    async_capable = True
+    Sync only, like the whole chain under ASGI (livefeed/sync_chain.py).
+    """
 
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
-        if self.is_async:
-            return self._acall(request)
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         path = request.path_info
         if request.method not in ("GET", "HEAD") or path not in ("/healthz", "/readyz", "/metrics"):
-            response: HttpResponseBase = self.get_response(request)
-            return response
+            return self.get_response(request)
         if path == "/readyz":
             return _readiness_response(*async_to_sync(readiness)())
-        return _health_response() if path == "/healthz" else _metrics_response(request)
-
-    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        path = request.path_info
-        if request.method not in ("GET", "HEAD") or path not in ("/healthz", "/readyz", "/metrics"):
-            response: HttpResponseBase = await self.get_response(request)
-            return response
-        if path == "/readyz":
-            return _readiness_response(*await readiness())
         return _health_response() if path == "/healthz" else _metrics_response(request)

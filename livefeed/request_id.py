@@ -10,10 +10,8 @@ import contextvars
 import ipaddress
 import re
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
@@ -48,34 +46,19 @@ def request_id_for(request: HttpRequest) -> str:
 
 
 class RequestIdMiddleware:
-    """Put the request's id in a contextvar (the log filter reads it) and in the response."""
+    """Put the request's id in a contextvar (the log filter reads it) and in the response.
 
-    sync_capable = True
-    async_capable = True
+    Sync only, like the whole chain under ASGI (livefeed/sync_chain.py).
+    """
 
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
-        if self.is_async:
-            return self._acall(request)
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         request_id = request.request_id = request_id_for(request)  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         try:
-            response: HttpResponseBase = self.get_response(request)
-        finally:
-            request_id_var.reset(token)
-        response[HEADER] = request_id
-        return response
-
-    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        request_id = request.request_id = request_id_for(request)  # type: ignore[attr-defined]
-        token = request_id_var.set(request_id)
-        try:
-            response: HttpResponseBase = await self.get_response(request)
+            response = self.get_response(request)
         finally:
             request_id_var.reset(token)
         response[HEADER] = request_id
