@@ -139,27 +139,25 @@ def production_env(workdir: Path) -> dict[str, str]:
     env = {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "SECURE_SSL_REDIRECT": "0",
            "STATIC_ROOT": str(static_root)}
     if not (static_root / "staticfiles.json").exists():
-        log = workdir / "collectstatic.log"
-        with log.open("w") as out:
-            result = subprocess.run(
-                [PYTHON, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env={**os.environ, **env},
-                stdout=out, stderr=subprocess.STDOUT, timeout=300,
-            )
-        if result.returncode != 0:
-            raise RuntimeError(f"collectstatic failed:\n{log.read_text()[-3000:]}")
+        _manage("collectstatic", env=env, workdir=workdir)
     return env
 
 
 def migrate(*, env: dict[str, str], workdir: Path) -> None:
     """Create the project's tables (and the demo feed) in the benchmark's database."""
-    log = workdir / "migrate.log"
+    _manage("migrate", env=env, workdir=workdir)
+
+
+def _manage(command: str, *, env: dict[str, str], workdir: Path) -> None:
+    """Run `manage.py <command> --noinput` with this environment; its output goes to <workdir>/<command>.log."""
+    log = workdir / f"{command}.log"
     with log.open("w") as out:
         result = subprocess.run(
-            [PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env={**os.environ, **env},
+            [PYTHON, "manage.py", command, "--noinput"], cwd=ROOT, env={**os.environ, **env},
             stdout=out, stderr=subprocess.STDOUT, timeout=300,
         )
     if result.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{log.read_text()[-3000:]}")
+        raise RuntimeError(f"{command} failed:\n{log.read_text()[-3000:]}")
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
