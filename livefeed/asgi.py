@@ -2,7 +2,7 @@
 import os
 import sys
 
-from django.core.asgi import get_asgi_application
+from livefeed.request_threads import get_asgi_application
 from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livefeed.settings")

@@ -52,7 +52,7 @@ class PoolSettingsTests(SimpleTestCase):
     def test_sqlite_has_no_pool(self):
         result = database_settings()
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(json.loads(result.stdout.strip().splitlines()[-1]), {"pool": None, "conn_max_age": 0})
+        self.assertEqual(json.loads(result.stdout.strip().splitlines()[-1]), {"pool": None, "conn_max_age": 60})
 
     def test_impossible_sizes_are_refused_by_name(self):
         result = database_settings(DATABASE_URL=POSTGRES_URL, DATABASE_POOL_MIN_SIZE="9", DATABASE_POOL_MAX_SIZE="4")
