@@ -10,6 +10,11 @@ at a time, up to a target seq, each read landing through the stream's ordering):
   ``lag_grace`` ago (by default: at the previous check) and still undelivered means the live
   path lost it (a dropped message, a Redis outage): it is read from the database. Events
   merely in flight are left to the live path, which stays the main one.
+
+Both graces stretch by the live path's current delay (``LiveDelay``: how long live events
+now take from their commit to this process), up to ``late_grace_max``: under load, events
+that are merely late are not read again from the database, which would add work to the
+loaded process and so more delay.
 """
 from __future__ import annotations
 
@@ -31,6 +36,41 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class LiveDelay:
+    """How late live events reach this process now: the longest commit-to-receipt time seen in
+    the current and the previous ``window`` seconds (so one slow event counts for 1-2 windows)."""
+
+    __slots__ = ("window", "_started", "_current", "_previous")
+
+    def __init__(self, window: float = 1.0) -> None:
+        self.window = window
+        self._started = 0.0
+        self._current = 0.0
+        self._previous = 0.0
+
+    def _roll(self, now: float) -> None:
+        if now - self._started >= self.window:
+            # A whole window without events forgets the previous one too.
+            self._previous = self._current if now - self._started < 2 * self.window else 0.0
+            self._current = 0.0
+            self._started = now
+
+    def observe(self, delay: float, now: float) -> None:
+        """Record a live event that took ``delay`` seconds from its commit to here (``now``: time.monotonic())."""
+        self._roll(now)
+        if delay > self._current:
+            self._current = delay
+
+    def current(self, now: float) -> float:
+        self._roll(now)
+        return max(self._current, self._previous)
+
+
+def stretched(grace: float, delay: float, most: float) -> float:
+    """Return ``grace`` stretched by the live path's ``delay``, to at most ``most`` (never below ``grace``)."""
+    return max(grace, min(grace + delay, most))
+
+
 class LagTracker:
     """Remember the database's last seq at recent checks; say which one is overdue."""
 
@@ -41,12 +81,14 @@ class LagTracker:
         # (time.monotonic(), the database's last seq) of recent checks, oldest first.
         self.reported: deque[tuple[float, int]] = deque(maxlen=CHECK_HISTORY)
 
-    def due(self, now: float, last: int) -> int:
-        """Record the database's last seq now; return the newest seq reported at least lag_grace ago."""
+    def due(self, now: float, last: int, grace: float | None = None) -> int:
+        """Record the database's last seq now; return the newest seq reported at least lag_grace
+        (or ``grace``, the stretched one) ago."""
         reported = self.reported
         reported.append((now, last))
+        grace = self.lag_grace if grace is None else grace
         due = 0
-        while reported and now - reported[0][0] >= self.lag_grace:
+        while reported and now - reported[0][0] >= grace:
             due = max(due, reported.popleft()[1])
         return due
 
@@ -104,14 +146,19 @@ class Filler:
             self.task = None
 
 
-async def check_streams(states: Iterable[StreamState], store: StreamStore, now: float) -> None:
-    """Compare the open streams' cursors with the database (one query per kind); fill the stalled ones."""
+async def check_streams(
+    states: Iterable[StreamState], store: StreamStore, now: float, *, lag_grace: float | None = None
+) -> None:
+    """Compare the open streams' cursors with the database (one query per kind); fill the stalled ones.
+
+    ``lag_grace``: instead of each stream's own (the stretched one, while live events are late).
+    """
     opened = [state for state in states if state.order.cursor is not None]
     if not opened:
         return
     last_seqs = await store.last_seqs([state.key for state in opened])
     for state in opened:
-        due = state.lag.due(now, last_seqs.get(state.key, 0))
+        due = state.lag.due(now, last_seqs.get(state.key, 0), lag_grace)
         cursor = state.order.cursor
         if cursor is not None and due > cursor:
             state.filler.request(due, 0)

@@ -17,13 +17,21 @@ LAG_GRACE_FRACTION = 0.75
 class LiveSettings:
     # How often each process compares its feeds' cursors with the database (one query).
     check_interval: float = 1.0
-    # How long a seq missing behind a newer live event may stay missing before the database fills it.
+    # How long a seq missing behind a newer live event may stay missing before the database fills it,
+    # when live events arrive at once. It stretches by the live path's current delay (how long
+    # live events now take from commit to this process, notifications.backstop.LiveDelay), up to
+    # late_grace_max: a merely late event is not read again from the database, which under load
+    # would add work and so more delay, a feedback loop.
     gap_grace: float = 0.1
     # How long a comment the database showed may stay undelivered (in flight on the live path)
     # before it is read from the database: until the next check. Unless set, 3/4 of
     # check_interval (see live_settings); it must stay below what the hub remembers of its
     # checks, CHECK_HISTORY - 1 intervals, or the database never fills a stall.
     lag_grace: float = 0.75
+    # The most gap_grace and lag_grace stretch with the live path's delay (see gap_grace): while
+    # live events are late, one the live path lost is filled within about this (a stall: plus a
+    # check_interval). While they are not, the graces and bounds above hold as they are.
+    late_grace_max: float = 2.0
     # A live event arriving within this many seconds of the previous delivery to the feed's
     # readers waits for the rest of it, so events in quick succession reach each reader in one
     # socket write (0: each at once). Events further apart go out at once.

@@ -100,6 +100,7 @@ def notification_created_events(notifications: list[Notification]) -> list[dict[
     from notifications.selectors import notifications_unread_counts
 
     unread_by_user = notifications_unread_counts(users=[n.user for n in notifications])
+    committed_at = time.time()
     comments: dict[int, dict[str, Any]] = {}
     badges: dict[int, str] = {}
     events = []
@@ -126,6 +127,8 @@ def notification_created_events(notifications: list[Notification]) -> list[dict[
             "json": json.dumps(envelope, ensure_ascii=False, separators=(",", ":")),
             "html": badge
             + f'<ol id="notification-list" hx-swap-oob="afterbegin">{render_notification(notification)}</ol>',
+            # Rendered on commit: the hub measures the live path's delay from here (notifications.backstop).
+            "committed_at": committed_at,
         })
     return events
 

@@ -37,9 +37,9 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from notifications import live_metrics, replay
-from notifications.backstop import check_streams
+from notifications.backstop import LiveDelay, check_streams, stretched
 from notifications.cancellation import raise_if_cancelled
-from notifications.conf import LiveSettings, live_settings
+from notifications.conf import CHECK_HISTORY, LiveSettings, live_settings
 from notifications.connection import Connection, StreamEvent
 from notifications.fanout import close_stalled, fan_out, fan_out_signal
 from notifications.membership import Membership
@@ -75,6 +75,8 @@ class StreamHub:
         self._leaving: set[asyncio.Task[None]] = set()
         # Events delivered to the live readers, by where the hub got them (logged at shutdown).
         self.delivered = {"live": 0, "database": 0}
+        # How late live events arrive now: the backstop's graces stretch by it (notifications.backstop).
+        self.live_delay = LiveDelay()
 
     # --- readers -----------------------------------------------------------------
 
@@ -168,6 +170,8 @@ class StreamHub:
             logger.warning("Dropping a malformed live event: %r", {k: message.get(k) for k in ("type", "seq")})
             return
         key, event = parsed
+        if event.committed_at is not None:
+            self.live_delay.observe(time.time() - event.committed_at, time.monotonic())
         state = self.streams.get(key)
         if state is None:
             return
@@ -213,7 +217,20 @@ class StreamHub:
     def _fill_gap(self, state: StreamState) -> None:
         missing_until = state.order.missing_until()
         if missing_until is not None:
-            state.filler.request(missing_until, self.conf.gap_grace)
+            state.filler.request(missing_until, self.gap_grace())
+
+    def gap_grace(self) -> float:
+        """Return how long a gap may stay open now: gap_grace, stretched while live events are late."""
+        conf = self.conf
+        return stretched(conf.gap_grace, self.live_delay.current(time.monotonic()), conf.late_grace_max)
+
+    def lag_grace(self) -> float:
+        """Return how long a seq the database showed may stay undelivered now: lag_grace, stretched
+        while live events are late, and always within the checks the streams remember."""
+        conf = self.conf
+        horizon = (CHECK_HISTORY - 2) * conf.check_interval
+        most = min(conf.late_grace_max, horizon)
+        return stretched(conf.lag_grace, self.live_delay.current(time.monotonic()), most)
 
     def _write_live(self, state: StreamState, events: list[StreamEvent]) -> None:
         """Write events that continue the cursor to the stream's live readers (received live or filled)."""
@@ -288,7 +305,7 @@ class StreamHub:
         """Close stalled readers; fill what the database has and the cursors lack; refresh groups."""
         now = time.monotonic()
         close_stalled(self.connections(), now)
-        await check_streams(list(self.streams.values()), self.store, now)
+        await check_streams(list(self.streams.values()), self.store, now, lag_grace=self.lag_grace())
         if self.streams and self.membership.rejoin_due(now):
             await self.membership.rejoin(lambda: [state.group for state in self.streams.values()])
 

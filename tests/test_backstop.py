@@ -2,7 +2,7 @@
 import asyncio
 from unittest import IsolatedAsyncioTestCase, TestCase
 
-from notifications.backstop import Filler, LagTracker, check_streams
+from notifications.backstop import Filler, LagTracker, LiveDelay, check_streams, stretched
 from notifications.conf import LiveSettings
 from notifications.stream_state import StreamState
 from notifications.streams import StreamKey
@@ -109,3 +109,39 @@ class CheckStreamsTests(IsolatedAsyncioTestCase):
         store.fail = True  # a query would raise
         state, _ = stream_state(store)
         await check_streams([state], store, now=1.0)
+
+
+class LiveDelayTests(TestCase):
+    def test_the_longest_recent_delay_counts_for_one_to_two_windows(self):
+        """The current delay is the longest seen in this window and the previous one, then forgotten."""
+        delay = LiveDelay(window=1.0)
+        self.assertEqual(delay.current(0.0), 0.0, "nothing seen: no delay")
+        delay.observe(0.3, 10.0)
+        delay.observe(0.1, 10.5)
+        self.assertEqual(delay.current(10.6), 0.3)
+        self.assertEqual(delay.current(11.2), 0.3, "the previous window still counts")
+        delay.observe(0.05, 11.3)
+        self.assertEqual(delay.current(12.3), 0.05, "two windows on, 0.3 is forgotten")
+        self.assertEqual(delay.current(15.0), 0.0, "a quiet spell forgets everything")
+
+    def test_stretched_grace_follows_the_delay_within_its_bounds(self):
+        self.assertEqual(stretched(0.1, 0.0, 2.0), 0.1)
+        self.assertAlmostEqual(stretched(0.1, 0.4, 2.0), 0.5)
+        self.assertEqual(stretched(0.1, 9.0, 2.0), 2.0, "capped, so a lost event is still filled")
+        self.assertEqual(stretched(3.0, 9.0, 2.0), 3.0, "never below the configured grace")
+
+
+class LateStallTests(IsolatedAsyncioTestCase):
+    async def test_a_stall_waits_for_the_stretched_grace_while_live_events_are_late(self):
+        """With the live path 1.5 s late, what the database showed a check ago is still in flight;
+        it is filled once older than the stretched grace."""
+        store = FakeStore()
+        state, delivered = stream_state(store, LiveSettings(lag_grace=0.75))
+        state.order.open(0)
+        store.commit(KEY, 1, 2)
+        await check_streams([state], store, now=100.0, lag_grace=2.25)
+        await check_streams([state], store, now=101.0, lag_grace=2.25)
+        await check_streams([state], store, now=102.0, lag_grace=2.25)
+        self.assertEqual(store.loads, [], "merely late: left to the live path")
+        await check_streams([state], store, now=103.0, lag_grace=2.25)
+        await wait_until(lambda: delivered == [1, 2], what="stall filled")

@@ -1,4 +1,7 @@
 """The coordinator: several kinds of stream through one StreamHub, on a fake layer and database."""
+import asyncio
+import time
+from dataclasses import replace
 from unittest import IsolatedAsyncioTestCase
 
 from notifications.conf import LiveSettings
@@ -165,3 +168,46 @@ class StreamHubTests(HubTestCase):
         self.assertEqual(len(closing), 3)
         self.assertEqual((first.close_codes, last.close_codes), ([1012], [1012]))
         self.assertEqual(self.hub.streams, {})
+
+
+class LateLiveEventsTests(HubTestCase):
+    conf = LiveSettings(check_interval=3600.0, gap_grace=0.01, lag_grace=0.0, live_coalesce=0.0, late_grace_max=2.0)
+
+    async def send_late(self, key, seq, late):
+        message = thing_message(key.id, seq)
+        message["committed_at"] = time.time() - late
+        await self.layer.group_send(self.hub.kinds[key.kind].group(key.id), message)
+
+    async def test_a_gap_behind_late_live_events_waits_for_them_instead_of_reading_the_database(self):
+        """Live events arrive 0.3 s after their commit and one of them 0.1 s after its successor:
+        the gap waits for it (no database read), so the reader gets 1, 2, 3 all live."""
+        reader = await self.live_reader(THING)
+        self.store.commit(THING, 1, 2, 3)
+        await self.send_late(THING, 1, 0.3)
+        await self.send_late(THING, 3, 0.3)
+        await asyncio.sleep(0.1)
+        await self.send_late(THING, 2, 0.4)
+        await wait_until(lambda: reader.seqs == [1, 2, 3], what="delivered")
+        self.assertEqual(self.store.loads, [])
+        self.assertEqual(self.hub.delivered, {"live": 3, "database": 0})
+
+    async def test_a_lost_event_is_still_filled_within_late_grace_max_however_late_the_live_path(self):
+        """Live events 30 s late (capped at late_grace_max 0.2 s): a seq that never comes is filled soon."""
+        self.hub.conf = replace(self.conf, late_grace_max=0.2)
+        reader = await self.live_reader(THING)
+        self.store.commit(THING, 1, 2, 3)
+        await self.send_late(THING, 1, 30.0)
+        await self.send_late(THING, 3, 30.0)
+        started = time.monotonic()
+        await wait_until(lambda: reader.seqs == [1, 2, 3], what="gap filled")
+        self.assertLess(time.monotonic() - started, 1.5)
+        self.assertGreaterEqual(time.monotonic() - started, 0.15)
+        self.assertEqual(self.hub.delivered, {"live": 2, "database": 1})
+
+    async def test_the_check_stretches_lag_grace_by_the_live_delay(self):
+        """The periodic check leaves a seq the database shows to a live path that runs late."""
+        await self.live_reader(THING)
+        await self.send_late(THING, 1, 0.5)
+        await wait_until(lambda: self.hub.delivered["live"] == 1, what="delivered")
+        self.assertAlmostEqual(self.hub.lag_grace(), 0.5, delta=0.05)
+        self.assertAlmostEqual(self.hub.gap_grace(), 0.51, delta=0.05)
