@@ -15,9 +15,14 @@ def feed_group_name(feed_id: int) -> str:
     return f"feed.{feed_id}"
 
 
+# The channel-layer group of every person's notification events (see notifications.streams.UserKind).
+NOTIFICATIONS_GROUP = "notifications"
+
+
 def user_group_name(user_id: int) -> str:
-    """Return the channel-layer group that carries a person's notification events."""
-    return f"user.{user_id}"
+    """Return the channel-layer group that carries a person's notification events: one for everybody,
+    each event naming its `user_id`, so one send carries a comment's notifications of everybody."""
+    return NOTIFICATIONS_GROUP
 
 
 def html_frame(article_html: str) -> str:

@@ -45,7 +45,7 @@ from notifications.fanout import close_stalled, fan_out, fan_out_signal
 from notifications.membership import Membership
 from notifications.presence import Presence, presence_from_settings
 from notifications.stream_state import StreamState
-from notifications.streams import StreamKey, StreamKind, StreamStore, stream_kinds
+from notifications.streams import BATCH_TYPE, StreamKey, StreamKind, StreamStore, stream_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class StreamHub:
         self.delivered = {"live": 0, "database": 0}
         # How late live events arrive now: the backstop's graces stretch by it (notifications.backstop).
         self.live_delay = LiveDelay()
+        # How many open streams each joined group carries (a kind's streams may share one group).
+        self._group_streams: dict[str, int] = {}
 
     # --- readers -----------------------------------------------------------------
 
@@ -120,8 +122,12 @@ class StreamHub:
             return
         del self.streams[conn.stream]
         state.close()
-        key = conn.stream
-        leave = asyncio.ensure_future(self.membership.leave(state.group, unwanted=lambda: key not in self.streams))
+        group = state.group
+        self._group_streams[group] -= 1
+        if self._group_streams[group] > 0:
+            return  # a group several streams share (every person's notifications): still needed
+        del self._group_streams[group]
+        leave = asyncio.ensure_future(self.membership.leave(group, unwanted=lambda: group not in self._group_streams))
         self._leaving.add(leave)
         leave.add_done_callback(self._leaving.discard)
         if not self.streams:
@@ -161,6 +167,13 @@ class StreamHub:
     # --- events --------------------------------------------------------------------
 
     def _on_message(self, message: dict[str, Any]) -> None:
+        if message.get("type") == BATCH_TYPE:
+            # Several events in one layer message (a comment's notifications, one per person).
+            events = message.get("events")
+            for one in events if isinstance(events, list) else ():
+                if isinstance(one, dict) and one.get("type") != BATCH_TYPE:
+                    self._on_message(one)
+            return
         kind = self._kind_of_type.get(message.get("type"))  # type: ignore[arg-type]
         if kind is None:
             self._on_signal(message)
@@ -253,9 +266,11 @@ class StreamHub:
     def _new_state(self, key: StreamKey) -> StreamState:
         kind = self.kinds[key.kind]
         store = self.store
+        group = kind.group(key.id)
+        self._group_streams[group] = self._group_streams.get(group, 0) + 1
         return StreamState(
             key,
-            group=kind.group(key.id),
+            group=group,
             conf=self.conf,
             load=lambda after, limit: store.load_after(key, after, limit),
             land=self._land_from_db,
@@ -307,7 +322,7 @@ class StreamHub:
         close_stalled(self.connections(), now)
         await check_streams(list(self.streams.values()), self.store, now, lag_grace=self.lag_grace())
         if self.streams and self.membership.rejoin_due(now):
-            await self.membership.rejoin(lambda: [state.group for state in self.streams.values()])
+            await self.membership.rejoin(lambda: list(self._group_streams))
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamHub] = weakref.WeakKeyDictionary()

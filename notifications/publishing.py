@@ -16,6 +16,7 @@ from livefeed.metrics import EVENTS_PUBLISHED_TOTAL, PUBLISH_FAILURES_TOTAL
 from notifications.conf import live_settings
 from notifications.events import comment_created_event, comment_deleted_event, feed_group_name, user_group_name
 from notifications.server_adapter import server_event_loop
+from notifications.streams import BATCH_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,20 @@ def publish_user_event(user_id: int, event: dict[str, Any]) -> None:
     if _skipping(what):
         return
     _send(user_group_name(user_id), event, what)
+
+
+def publish_user_events(events: list[dict[str, Any]]) -> None:
+    """Send several people's notification events in one layer message, guarded like publish_comment_created."""
+    if len(events) == 1:
+        publish_user_event(events[0]["user_id"], events[0])
+        return
+    if not events:
+        return
+    what = f"{len(events)} notification events"
+    if _skipping(what):
+        return
+    # Every person's events share one group (notifications.streams.UserKind).
+    _send(user_group_name(events[0]["user_id"]), {"type": BATCH_TYPE, "events": events}, what)
 
 
 def _skipping(what: str) -> bool:

@@ -97,11 +97,10 @@ def notifications_mark_read(*, user: User, up_to: int) -> int:
 def _publish_created(notifications: list[Notification]) -> None:
     """Publish a comment's committed notifications; never raise (readers catch up from the database)."""
     from notifications.events import notification_created_events
-    from notifications.publishing import never_failing_the_write, publish_user_event
+    from notifications.publishing import never_failing_the_write, publish_user_events
 
     with never_failing_the_write(f"the {len(notifications)} notification(s) of a comment"):
-        for notification, event in zip(notifications, notification_created_events(notifications)):
-            publish_user_event(notification.user_id, event)
+        publish_user_events(notification_created_events(notifications))
 
 
 def _publish_read(user: User, up_to: int) -> None:

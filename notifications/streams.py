@@ -27,6 +27,11 @@ from notifications.connection import StreamEvent
 logger = logging.getLogger(__name__)
 
 
+# A layer message carrying several events (``"events": [message, ...]``), e.g. the notifications
+# of one comment: one channel-layer send and one receive per process instead of one per person.
+BATCH_TYPE = "events.batch"
+
+
 class StreamKey(NamedTuple):
     """A stream: its kind's name and the id of what it belongs to (a feed, a user)."""
 
@@ -134,8 +139,13 @@ class FeedKind(StreamKind):
 
 
 class UserKind(StreamKind):
-    """A person's notifications: group ``user.<id>``, ``notification.created`` events (seq per user),
-    and ``notifications.read`` signals to every open connection of the user.
+    """A person's notifications: ``notification.created`` events (seq per user), and
+    ``notifications.read`` signals to every open connection of the user.
+
+    Every person's events travel in one group (``notifications.events.user_group_name``), which
+    each process with a notification stream joins and whose events it sorts by ``user_id``: a
+    comment notifying ten people is one layer send (an ``events.batch``) and one receive per
+    process, not ten of each (each a few Redis round trips).
 
     The notification model provides, in ``selectors_module``:
     ``notification_stream_after(*, user_id, after_seq, limit)`` (ascending by seq) and

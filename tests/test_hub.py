@@ -211,3 +211,43 @@ class LateLiveEventsTests(HubTestCase):
         await wait_until(lambda: self.hub.delivered["live"] == 1, what="delivered")
         self.assertAlmostEqual(self.hub.lag_grace(), 0.5, delta=0.05)
         self.assertAlmostEqual(self.hub.gap_grace(), 0.51, delta=0.05)
+
+
+class SharedThingKind(ThingKind):
+    """Every thing's events in one group, like every person's notifications."""
+
+    def group(self, stream_id):
+        return "things"
+
+
+class SharedGroupTests(HubTestCase):
+    async def asyncSetUp(self):
+        self.layer = FakeLayer()
+        self.store = FakeStore()
+        self.hub = StreamHub(self.conf, kinds={"thing": SharedThingKind()}, store=self.store, get_layer=lambda: self.layer)
+
+    async def test_a_batch_reaches_each_local_stream_and_skips_the_others(self):
+        """One events.batch with events of three streams, two of them read here: each reader gets its own."""
+        seven = await self.live_reader(StreamKey("thing", 7))
+        eight = await self.live_reader(StreamKey("thing", 8))
+        for thing_id in (7, 8, 9):
+            self.store.commit(StreamKey("thing", thing_id), 1)
+        events = [thing_message(thing_id, 1) for thing_id in (7, 8, 9)]
+        await self.layer.group_send("things", {"type": "events.batch", "events": [*events, "junk", {"type": "events.batch"}]})
+        await wait_until(lambda: seven.seqs == [1] and eight.seqs == [1], what="delivered")
+        self.assertEqual(self.hub.delivered, {"live": 2, "database": 0})
+        self.assertEqual(self.store.loads, [])
+
+    async def test_a_shared_group_is_left_only_with_its_last_stream(self):
+        """Two streams in one group: the first leaving keeps the group; the second leaving leaves it."""
+        seven = await self.live_reader(StreamKey("thing", 7))
+        eight = await self.live_reader(StreamKey("thing", 8))
+        seven.close(1000)
+        await self.hub.left()
+        self.assertEqual(self.layer.groups["things"], {"hub!1"})
+        self.store.commit(StreamKey("thing", 8), 1)
+        await self.layer.group_send("things", thing_message(8, 1))
+        await wait_until(lambda: eight.seqs == [1], what="still delivered")
+        eight.close(1000)
+        await self.hub.left()
+        self.assertEqual(self.layer.groups["things"], set())

@@ -159,7 +159,7 @@ class NotificationLiveTests(MultiInstanceTestCase):
         for reader in readers:
             reader.wait_for_seq(13, timeout=max(0.1, back + 10 - time.monotonic()))
         self.assertEqual([reader for reader in readers if reader.closed.is_set()], [], "readers were disconnected")
-        group = f"asgi:group:user.{self.ann.pk}"
+        group = "asgi:group:notifications"
         wait_until(lambda: self.redis.command("ZCARD", group) == b":2", 10, f"A and B back in {group}")
         for index in range(3):
             self.mention((self.b, self.a)[index % 2], f"after the outage {index}")

@@ -133,22 +133,22 @@ class PublishingTests(NotificationsTestCase):
 
         return receive
 
-    def test_group_name(self):
-        """A user's events go to the group user.<id>."""
-        self.assertEqual(user_group_name(42), "user.42")
+    def test_every_persons_events_share_one_group(self):
+        """Every person's events go to one group; each names its user_id (the hubs sort them out)."""
+        self.assertEqual(user_group_name(42), "notifications")
+        self.assertEqual(user_group_name(7), user_group_name(42))
 
     def test_a_notification_is_published_to_its_user_after_commit(self):
         """On commit the user's group gets notification.created with the JSON envelope and the HTML fragment."""
         receive = self.listen(self.ann)
-        others = self.listen(self.bob)
         with self.captureOnCommitCallbacks(execute=False) as callbacks:
             comment = comment_create(feed=self.feed, author="Guest", body="hi @ann <b>")
             self.assertIsNone(receive(timeout=0.1), "nothing before the commit")
         for callback in callbacks:
             callback()
         event = receive()
-        self.assertEqual({k: event[k] for k in ("type", "v", "seq", "unread")},
-                         {"type": "notification.created", "v": 1, "seq": 1, "unread": 1})
+        self.assertEqual({k: event[k] for k in ("type", "v", "user_id", "seq", "unread")},
+                         {"type": "notification.created", "v": 1, "user_id": self.ann.pk, "seq": 1, "unread": 1})
         envelope = json.loads(event["json"])
         self.assertEqual({k: envelope[k] for k in ("type", "v", "seq")}, {"type": "notification.created", "v": 1, "seq": 1})
         self.assertEqual(set(envelope["data"]), NOTIFICATION_KEYS)
@@ -157,7 +157,19 @@ class PublishingTests(NotificationsTestCase):
         self.assertIn(f'href="/feeds/talk/#comment-{comment.pk}"', event["html"])
         self.assertNotIn("<b>", event["html"])
         self.assertIsNone(receive(timeout=0.1), "published once")
-        self.assertIsNone(others(timeout=0.1), "nobody else's group")
+
+    def test_a_comments_notifications_are_published_in_one_layer_message(self):
+        """A comment notifying two people sends one events.batch: both events, each naming its user."""
+        receive = self.listen(self.ann)
+        with self.captureOnCommitCallbacks(execute=True):
+            comment_create(feed=self.feed, author="Guest", body="hi @ann and @bob")
+        batch = receive()
+        self.assertEqual(batch["type"], "events.batch")
+        self.assertEqual(
+            sorted((e["type"], e["user_id"], e["seq"]) for e in batch["events"]),
+            sorted([("notification.created", self.ann.pk, 1), ("notification.created", self.bob.pk, 1)]),
+        )
+        self.assertIsNone(receive(timeout=0.1), "published once")
 
     def test_marking_read_publishes_notifications_read(self):
         """Marking read sends {"type": "notifications.read", "v": 1, "up_to", "unread"} to the user's group."""
