@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from feed.models import Feed
 from feed.services import ReadingNotAllowed, feed_check_can_read, feed_readable_filter
@@ -109,9 +109,23 @@ def notification_stream_after(*, user_id: int, after_seq: int, limit: int) -> li
     return [] if user is None else notifications_after(user=user, after_seq=after_seq, limit=limit)
 
 
+def _visible_to_its_user() -> Q:
+    """The condition on Notification rows that their own user may see them, for many users at once:
+    the read rule (feed_readable_filter) with the user taken from each row, and only while the user
+    is active (notification_stream_after serves nobody else)."""
+    membership = Feed.members.through.objects.filter(feed_id=OuterRef("feed_id"), user_id=OuterRef("user_id"))
+    return Q(user__is_active=True) & Q(Q(feed__allow_anonymous=True) | Q(user__is_staff=True) | Q(Exists(membership)))
+
+
 def notification_last_seqs(*, user_ids: list[int]) -> dict[int, int]:
-    """Return {user id: seq of their newest notification} for these users (one query; absent: none yet)."""
-    return dict(NotificationCounter.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
+    """Return {user id: seq of their newest notification they may still see} for these users, in one
+    query (absent: none). Their streams deliver no other (notification_stream_after), so a newer one
+    of a feed they lost is not a seq the stream lacks."""
+    newest = (
+        Notification.objects.filter(_visible_to_its_user(), user_id=OuterRef("user_id")).order_by("-seq").values("seq")[:1]
+    )
+    rows = NotificationCounter.objects.filter(user_id__in=user_ids).annotate(visible=Subquery(newest))
+    return {user_id: seq for user_id, seq in rows.values_list("user_id", "visible") if seq is not None}
 
 
 def notification_header_summary(*, user: User) -> NotificationSummary:

@@ -8,7 +8,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.test import Client, TestCase, override_settings
+from django.test import Client, TestCase, TransactionTestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from feed.auth import api_token_issue
@@ -17,7 +17,12 @@ from feed.services import comment_create
 from notifications import publishing
 from notifications.events import user_group_name
 from notifications.models import Notification, NotificationCounter
+from notifications.backstop import check_streams
+from notifications.conf import LiveSettings
+from notifications.selectors import notification_last_seqs
 from notifications.services import notifications_mark_read
+from notifications.stream_state import StreamState
+from notifications.streams import StreamStore, stream_kinds, user_stream
 
 User = get_user_model()
 NOTIFICATION_KEYS = {"id", "seq", "kind", "feed", "comment", "created_at", "read"}
@@ -299,3 +304,50 @@ class PageTests(NotificationsTestCase):
     def test_signed_out_readers_see_no_badge(self):
         """The badge is for signed-in users only."""
         self.assertNotIn("notification-badge", self.client.get("/").content.decode())
+
+
+class HiddenNotificationsInTheStreamTests(TransactionTestCase):
+    def setUp(self):
+        publishing._skip_until = 0.0
+        self.feed = Feed.objects.create(slug="talk", title="Talk", allow_anonymous=True)
+        self.club = Feed.objects.create(slug="club", title="Club", allow_anonymous=False)
+        self.ann = User.objects.create_user("ann")
+        self.boss = User.objects.create_user("boss", is_staff=True)
+        self.club.members.add(self.ann)
+        comment_create(feed=self.feed, author="Guest", body="@ann open")  # ann's seq 1
+        comment_create(feed=self.club, author="", body="@ann inside", user=self.boss)  # ann's seq 2
+        self.club.members.remove(self.ann)  # seq 2 is hidden from ann now
+
+    def test_the_last_seq_of_a_stream_is_the_newest_notification_its_user_may_still_see(self):
+        bob = User.objects.create_user("bob")
+        self.assertEqual(notification_last_seqs(user_ids=[self.ann.pk, bob.pk]), {self.ann.pk: 1})
+        self.club.members.add(self.ann)
+        self.assertEqual(notification_last_seqs(user_ids=[self.ann.pk]), {self.ann.pk: 2})
+        User.objects.filter(pk=self.ann.pk).update(is_active=False)
+        self.assertEqual(notification_last_seqs(user_ids=[self.ann.pk]), {}, "an inactive user's stream shows nothing")
+
+    def test_a_staff_member_sees_the_notifications_of_feeds_he_is_no_member_of(self):
+        other = User.objects.create_user("other", is_staff=True)
+        comment_create(feed=self.club, author="", body="@other inside", user=self.boss)
+        self.assertEqual(notification_last_seqs(user_ids=[other.pk]), {other.pk: 1})
+
+    async def test_the_periodic_check_does_not_reread_a_stream_whose_newest_notifications_are_hidden(self):
+        """Ann's stream delivered seq 1; seq 2 is of a feed she lost: the check finds nothing to fill, every time."""
+        store = StreamStore(stream_kinds())
+        loads = []
+
+        async def load(after, limit):
+            loads.append((after, limit))
+            return await store.load_after(user_stream(self.ann.pk), after, limit)
+
+        state = StreamState(
+            user_stream(self.ann.pk), group="notifications", conf=LiveSettings(lag_grace=0.75), load=load,
+            land=lambda state, events, after: state.order.offer(events, db_after=after),
+        )
+        state.order.open(1)
+        for now in (100.0, 101.0, 102.0, 103.0):
+            await check_streams([state], store, now)
+            while state.filler.task is not None:
+                await asyncio.sleep(0.001)
+        self.assertEqual(loads, [])
+        self.assertEqual(state.order.cursor, 1)
