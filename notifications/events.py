@@ -104,12 +104,16 @@ def notification_created_events(notifications: list[Notification]) -> list[dict[
     from notifications.rendering import notification_as_dict, render_notification
     from notifications.selectors import notifications_unread_counts
 
-    unread_by_user = notifications_unread_counts(users=[n.user for n in notifications])
+    # Counted at their commit (notifications_create_for_comment), else now (a fill or a replay).
+    known = [getattr(n, "unread_at_commit", None) for n in notifications]
+    if None in known:
+        unread_by_user = notifications_unread_counts(users=[n.user for n in notifications])
+        known = [unread_by_user[n.user_id] for n in notifications]
     committed_at = time.time()
     comments: dict[int, dict[str, Any]] = {}
     badges: dict[int, str] = {}
     events = []
-    for notification in notifications:
+    for notification, unread in zip(notifications, known):
         comment = comments.get(notification.comment_id)
         if comment is None:
             comment = comments[notification.comment_id] = comment_as_dict(notification.comment)
@@ -119,7 +123,7 @@ def notification_created_events(notifications: list[Notification]) -> list[dict[
             "seq": notification.seq,
             "data": notification_as_dict(notification, comment=comment),
         }
-        unread = unread_by_user[notification.user_id]
+        assert unread is not None
         badge = badges.get(unread)
         if badge is None:
             badge = badges[unread] = _badge_frame(unread)
@@ -138,13 +142,19 @@ def notification_created_events(notifications: list[Notification]) -> list[dict[
     return events
 
 
-def notifications_read_event(*, user: Any, up_to: int) -> dict[str, Any]:
-    """Return the channel-layer message for notifications marked read up to a seq."""
-    from notifications.selectors import notifications_unread_count
+def notifications_read_event(*, user: Any, up_to: int, unread: int | None = None, at: int | None = None) -> dict[str, Any]:
+    """Return the channel-layer message for notifications marked read up to a seq.
 
-    unread = notifications_unread_count(user=user)
+    `unread`: the count as the read left it (else counted now). `at`: the user's newest
+    notification seq when it was counted; the hub delivers the frame after that notification's
+    (`after_seq`), so a frame counted before the read cannot overwrite the read's count.
+    """
+    if unread is None:
+        from notifications.selectors import notifications_unread_count
+
+        unread = notifications_unread_count(user=user)
     envelope = {"type": "notifications.read", "v": EVENT_VERSION, "up_to": up_to, "unread": unread}
-    return {
+    message = {
         "type": "notifications.read",
         "v": EVENT_VERSION,
         "user_id": user.pk,
@@ -153,6 +163,9 @@ def notifications_read_event(*, user: Any, up_to: int) -> dict[str, Any]:
         "json": json.dumps(envelope, separators=(",", ":")),
         "html": _badge_frame(unread),
     }
+    if at is not None:
+        message["after_seq"] = at
+    return message
 
 
 def _badge_frame(unread: int) -> str:

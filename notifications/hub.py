@@ -49,6 +49,10 @@ from notifications.streams import BATCH_TYPE, StreamKey, StreamKind, StreamStore
 
 logger = logging.getLogger(__name__)
 
+# The longest a signal waits for the event it follows (after_seq): a read reaches every open
+# connection of its user within the 2 s docs/CONTRACT.md promises, even if that event was lost.
+SIGNAL_WAIT_MAX = 1.0
+
 
 class StreamHub:
     """The process's fan-out. Get it with get_hub(); see the module docstring."""
@@ -209,7 +213,31 @@ class StreamHub:
             return
         key, frame = parsed
         state = self.streams.get(key)
-        if state is not None:
+        if state is None:
+            return
+        after_seq = message.get("after_seq")
+        cursor = state.order.cursor
+        if type(after_seq) is int and cursor is not None and cursor < after_seq:
+            # Its content (an unread count) was taken after that event's: sent before it, it would
+            # be overwritten by the older one. It waits for it, at most SIGNAL_WAIT_MAX.
+            state.signals.append((after_seq, frame))
+            if state.signal_timer is None:
+                state.signal_timer = asyncio.get_running_loop().call_later(
+                    SIGNAL_WAIT_MAX, self._release_signals, state, True
+                )
+            return
+        fan_out_signal(state.members, frame)
+
+    def _release_signals(self, state: StreamState, timed_out: bool = False) -> None:
+        """Send the held signals whose event has been delivered (all of them once their wait is over)."""
+        cursor = state.order.cursor or 0
+        due = [frame for after_seq, frame in state.signals if timed_out or after_seq <= cursor]
+        state.signals = [] if timed_out else [(a, f) for a, f in state.signals if a > cursor]
+        if not state.signals and state.signal_timer is not None:
+            state.signal_timer.cancel()
+        if not state.signals:
+            state.signal_timer = None
+        for frame in due:
             fan_out_signal(state.members, frame)
 
     def _offer_incoming(self, state: StreamState) -> None:
@@ -250,6 +278,8 @@ class StreamHub:
         if not events:
             return
         fan_out(state.live, events)
+        if state.signals:
+            self._release_signals(state)
         live_metrics.delivered(events, len(state.live), state.key)
         state.delivered_at = time.monotonic()
         from_db = sum(1 for event in events if event.from_db)

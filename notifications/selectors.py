@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from feed.models import Feed
-from feed.services import ReadingNotAllowed, feed_check_can_read, feed_readable_filter
+from feed.services import feed_readable_filter
 from notifications.models import Notification, NotificationCounter
 
 if TYPE_CHECKING:
@@ -62,33 +62,30 @@ def notifications_unread_count(*, user: User) -> int:
     return _visible(user).filter(read=False).count()
 
 
+def _visible_to_its_user() -> Q:
+    """The condition on Notification rows that their own user may see them, for many users at once:
+    feed_readable_filter's rule with the user taken from each row."""
+    membership = Feed.members.through.objects.filter(feed_id=OuterRef("feed_id"), user_id=OuterRef("user_id"))
+    member_or_staff = Q(Q(user__is_staff=True) | Q(Exists(membership)))
+    return Q(Q(feed__allow_anonymous=True) | Q(Q(user__is_active=True) & member_or_staff))
+
+
 def notifications_unread_counts(*, users: list[User]) -> dict[int, int]:
-    """Return {user id: notifications_unread_count(user=user)} for these users, in one grouped query
-    (plus one for the feeds, and feed_check_can_read's query per members-only feed and user)."""
-    by_id = {user.pk: user for user in users}
-    per_user_feed: dict[int, dict[int, int]] = {pk: {} for pk in by_id}
-    for row in (
-        Notification.objects.filter(user_id__in=list(by_id), read=False)
-        .values("user_id", "feed_id")
+    """Return {user id: notifications_unread_count(user=user)} for these users, in one grouped query."""
+    return notifications_unread_by_user(user_ids=[user.pk for user in users])
+
+
+def notifications_unread_by_user(*, user_ids: list[int]) -> dict[int, int]:
+    """Return {user id: how many of their notifications they may see are unread}, every id given, in one query."""
+    counts = dict.fromkeys(user_ids, 0)
+    rows = (
+        Notification.objects.filter(_visible_to_its_user(), user_id__in=user_ids, read=False)
+        .values("user_id")
         .annotate(count=Count("pk"))
         .order_by()
-    ):
-        per_user_feed[row["user_id"]][row["feed_id"]] = row["count"]
-    feed_ids = {feed_id for per_feed in per_user_feed.values() for feed_id in per_feed}
-    feeds = {feed.pk: feed for feed in Feed.objects.filter(pk__in=feed_ids)} if feed_ids else {}
-    counts: dict[int, int] = {}
-    for pk, per_feed in per_user_feed.items():
-        total = 0
-        for feed_id, count in per_feed.items():
-            feed = feeds.get(feed_id)
-            if feed is None:
-                continue
-            try:
-                feed_check_can_read(feed=feed, user=by_id[pk])
-            except ReadingNotAllowed:
-                continue
-            total += count
-        counts[pk] = total
+        .values_list("user_id", "count")
+    )
+    counts.update(rows)
     return counts
 
 
@@ -109,20 +106,14 @@ def notification_stream_after(*, user_id: int, after_seq: int, limit: int) -> li
     return [] if user is None else notifications_after(user=user, after_seq=after_seq, limit=limit)
 
 
-def _visible_to_its_user() -> Q:
-    """The condition on Notification rows that their own user may see them, for many users at once:
-    the read rule (feed_readable_filter) with the user taken from each row, and only while the user
-    is active (notification_stream_after serves nobody else)."""
-    membership = Feed.members.through.objects.filter(feed_id=OuterRef("feed_id"), user_id=OuterRef("user_id"))
-    return Q(user__is_active=True) & Q(Q(feed__allow_anonymous=True) | Q(user__is_staff=True) | Q(Exists(membership)))
-
-
 def notification_last_seqs(*, user_ids: list[int]) -> dict[int, int]:
     """Return {user id: seq of their newest notification they may still see} for these users, in one
     query (absent: none). Their streams deliver no other (notification_stream_after), so a newer one
     of a feed they lost is not a seq the stream lacks."""
     newest = (
-        Notification.objects.filter(_visible_to_its_user(), user_id=OuterRef("user_id")).order_by("-seq").values("seq")[:1]
+        Notification.objects.filter(_visible_to_its_user(), user_id=OuterRef("user_id"), user__is_active=True)
+        .order_by("-seq")
+        .values("seq")[:1]
     )
     rows = NotificationCounter.objects.filter(user_id__in=user_ids).annotate(visible=Subquery(newest))
     return {user_id: seq for user_id, seq in rows.values_list("user_id", "visible") if seq is not None}

@@ -11,6 +11,7 @@ from feed.mentions import mentioned_users
 from feed.models import Comment, Feed
 from feed.services import ReadingNotAllowed, feed_check_can_read
 from notifications.models import Notification, NotificationCounter
+from notifications.selectors import notifications_unread_by_user
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -78,6 +79,12 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
     # locked above), not bulk_update's per-row CASE, which costs more inside the write transaction.
     NotificationCounter.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + 1)
     Notification.objects.bulk_create(notifications)
+    # Each frame's unread count is the one at this commit, counted under the counter locks (which
+    # marking read takes too): a count read after commit could include later notifications or
+    # miss a read, and a frame delivered in seq order would then show a count out of step.
+    unread = notifications_unread_by_user(user_ids=user_ids)
+    for notification in notifications:
+        notification.unread_at_commit = unread[notification.user_id]  # type: ignore[attr-defined]
     # One callback for all of them: their events are rendered together (one unread-count query).
     transaction.on_commit(partial(_publish_created, notifications))
     return notifications
@@ -89,8 +96,14 @@ def notifications_mark_read(*, user: User, up_to: int) -> int:
     Publishes a `notifications.read` event to the user once committed.
     """
     with transaction.atomic():
+        # The user's counter lock orders this read with their new notifications: its count is
+        # the one after every notification up to `at` and before any later one.
+        at = (
+            NotificationCounter.objects.select_for_update().filter(user_id=user.pk).values_list("last_seq", flat=True).first()
+        ) or 0
         changed = Notification.objects.filter(user=user, seq__lte=up_to, read=False).update(read=True)
-        transaction.on_commit(lambda: _publish_read(user, up_to))
+        unread = notifications_unread_by_user(user_ids=[user.pk])[user.pk]
+        transaction.on_commit(lambda: _publish_read(user, up_to, unread=unread, at=at))
     return changed
 
 
@@ -103,10 +116,10 @@ def _publish_created(notifications: list[Notification]) -> None:
         publish_user_events(notification_created_events(notifications))
 
 
-def _publish_read(user: User, up_to: int) -> None:
+def _publish_read(user: User, up_to: int, *, unread: int, at: int) -> None:
     """Tell the user's open connections what was read; never raise (the change is saved)."""
     from notifications.events import notifications_read_event
     from notifications.publishing import never_failing_the_write, publish_user_event
 
     with never_failing_the_write(f"notifications of user {user.pk} read up to {up_to}"):
-        publish_user_event(user.pk, notifications_read_event(user=user, up_to=up_to))
+        publish_user_event(user.pk, notifications_read_event(user=user, up_to=up_to, unread=unread, at=at))

@@ -37,6 +37,9 @@ class StreamState:
         self.incoming: list[StreamEvent] = []
         self.incoming_timer: asyncio.TimerHandle | None = None
         self.delivered_at = 0.0
+        # Signals that follow an event not delivered yet (after_seq), and the timer bounding their wait.
+        self.signals: list[tuple[int, StreamEvent]] = []
+        self.signal_timer: asyncio.TimerHandle | None = None
         self.lag = LagTracker(conf.lag_grace)
         self.reads = SharedReads(load=load, land=lambda events, after: land(self, events, after), batch_size=conf.batch_size)
         self.filler = Filler(
@@ -47,9 +50,10 @@ class StreamState:
     def close(self) -> None:
         """Stop everything pending: the stream has no local reader any more."""
         self.closed = True
-        if self.incoming_timer is not None:
-            self.incoming_timer.cancel()
-            self.incoming_timer = None
+        for timer in (self.incoming_timer, self.signal_timer):
+            if timer is not None:
+                timer.cancel()
+        self.incoming_timer = self.signal_timer = None
         self.filler.cancel()
         if self.opened is not None and not self.opened.done():
             self.opened.cancel()

@@ -2,6 +2,7 @@
 import asyncio
 import time
 from dataclasses import replace
+from unittest import mock
 from unittest import IsolatedAsyncioTestCase
 
 from notifications.conf import LiveSettings
@@ -251,3 +252,69 @@ class SharedGroupTests(HubTestCase):
         eight.close(1000)
         await self.hub.left()
         self.assertEqual(self.layer.groups["things"], set())
+
+
+class OrderedConnection(FakeConnection):
+    """Records events and signals in the one order the reader got them."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.log = []
+
+    def write(self, event):
+        before = len(self.seqs)
+        super().write(event)
+        self.log.extend(("event", seq) for seq in self.seqs[before:])
+
+    def write_batch(self, batch):
+        before = len(self.seqs)
+        super().write_batch(batch)
+        self.log.extend(("event", seq) for seq in self.seqs[before:])
+
+    def write_unsequenced(self, frame):
+        super().write_unsequenced(frame)
+        self.log.append(("signal", frame.json))
+
+
+class PositionedSignalTests(HubTestCase):
+    conf = LiveSettings(check_interval=3600.0, gap_grace=1.0, lag_grace=0.0, live_coalesce=0.0)
+
+    def touched(self, after_seq=None):
+        message = {"type": "thing.touched", "thing_id": 7, "html": "<b>read</b>", "json": '{"unread":0}'}
+        if after_seq is not None:
+            message["after_seq"] = after_seq
+        return message
+
+    async def reader(self):
+        conn = OrderedConnection(THING)
+        await self.hub.attach(conn)
+        self.hub.resume(conn, 0)
+        await wait_until(lambda: conn in self.hub.streams[THING].live, what="live")
+        return conn
+
+    async def test_a_signal_waits_for_the_event_it_follows(self):
+        """Event 2 arrives before 1 and is held; a signal counted after event 2 arrives meanwhile:
+        the reader gets 1, 2 and only then the signal (else 2's older count would overwrite it)."""
+        reader = await self.reader()
+        self.store.commit(THING, 1, 2)
+        await self.layer.group_send("thing.7", thing_message(7, 2))
+        await self.layer.group_send("thing.7", self.touched(after_seq=2))
+        await self.layer.group_send("thing.7", thing_message(7, 1))
+        await wait_until(lambda: len(reader.log) == 3, what="all delivered")
+        self.assertEqual(reader.log, [("event", 1), ("event", 2), ("signal", '{"unread":0}')])
+        self.assertEqual(self.store.loads, [])
+
+    async def test_a_signal_whose_event_was_delivered_or_that_names_none_goes_at_once(self):
+        reader = await self.reader()
+        self.store.commit(THING, 1)
+        await self.layer.group_send("thing.7", thing_message(7, 1))
+        await self.layer.group_send("thing.7", self.touched(after_seq=1))
+        await self.layer.group_send("thing.7", self.touched())
+        await wait_until(lambda: len(reader.log) == 3, what="all delivered")
+        self.assertEqual([kind for kind, _ in reader.log], ["event", "signal", "signal"])
+
+    async def test_a_signal_waits_a_bounded_time_for_an_event_that_never_comes(self):
+        reader = await self.reader()
+        with mock.patch("notifications.hub.SIGNAL_WAIT_MAX", 0.05):
+            await self.layer.group_send("thing.7", self.touched(after_seq=5))
+            await wait_until(lambda: reader.log == [("signal", '{"unread":0}')], timeout=2, what="signal sent anyway")

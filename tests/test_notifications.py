@@ -176,6 +176,32 @@ class PublishingTests(NotificationsTestCase):
         )
         self.assertIsNone(receive(timeout=0.1), "published once")
 
+    def test_a_frame_carries_the_unread_count_at_its_commit_not_at_its_publish(self):
+        """Seq 1 commits (1 unread); before its publish runs, seq 2 commits: frame 1 still says 1, frame 2 says 2."""
+        receive = self.listen(self.ann)
+        with self.captureOnCommitCallbacks(execute=False) as first:
+            comment_create(feed=self.feed, author="Guest", body="one @ann")
+        with self.captureOnCommitCallbacks(execute=False) as second:
+            comment_create(feed=self.feed, author="Guest", body="two @ann")
+        for callback in second + first:  # the later commit publishes first
+            callback()
+        frames = {event["seq"]: event for event in (receive(), receive())}
+        self.assertEqual({seq: frame["unread"] for seq, frame in frames.items()}, {1: 1, 2: 2})
+        self.assertIn('data-unread="1"', frames[1]["html"])
+
+    def test_a_read_carries_the_count_it_left_and_the_newest_seq_it_counted(self):
+        """Its count and position are taken in its transaction, under the counter lock new notifications take."""
+        comment_create(feed=self.feed, author="Guest", body="hi @ann")
+        comment_create(feed=self.feed, author="Guest", body="again @ann")
+        receive = self.listen(self.ann)
+        with self.captureOnCommitCallbacks(execute=False) as callbacks:
+            notifications_mark_read(user=self.ann, up_to=1)
+        comment_create(feed=self.feed, author="Guest", body="third @ann")  # after the read, before its publish
+        for callback in callbacks:
+            callback()
+        event = receive()
+        self.assertEqual((event["type"], event["unread"], event["after_seq"]), ("notifications.read", 1, 2))
+
     def test_marking_read_publishes_notifications_read(self):
         """Marking read sends {"type": "notifications.read", "v": 1, "up_to", "unread"} to the user's group."""
         comment_create(feed=self.feed, author="Guest", body="hi @ann")
