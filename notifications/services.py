@@ -1,11 +1,13 @@
 """Writes of a person's notifications: creating them with a comment, and marking them read."""
 from __future__ import annotations
 
+import sqlite3
 from functools import partial
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from feed.mentions import mentioned_users
 from feed.models import Comment, Feed
@@ -61,23 +63,12 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
     if not recipients:
         return []
     user_ids = [user.pk for user, _ in recipients]
-    NotificationCounter.objects.bulk_create(
-        [NotificationCounter(user_id=user_id) for user_id in user_ids], ignore_conflicts=True
-    )
-    counters = {
-        counter.user_id: counter
-        for counter in NotificationCounter.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
-    }
-    notifications = []
-    for user, kind in recipients:
-        counter = counters[user.pk]
-        counter.last_seq += 1
-        notifications.append(
-            Notification(user=user, seq=counter.last_seq, kind=kind, comment=comment, feed=feed)
-        )
-    # Each user is notified once per comment: +1 for all of them in one UPDATE (the rows are
-    # locked above), not bulk_update's per-row CASE, which costs more inside the write transaction.
-    NotificationCounter.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + 1)
+    seqs = _counters_bumped(user_ids)
+    created_at = timezone.now()  # one instant for all of them (their frames then share its rendering)
+    notifications = [
+        Notification(user=user, seq=seqs[user.pk], kind=kind, comment=comment, feed=feed, created_at=created_at)
+        for user, kind in recipients
+    ]
     Notification.objects.bulk_create(notifications)
     # Each frame's unread count is the one at this commit, counted under the counter locks (which
     # marking read takes too): a count read after commit could include later notifications or
@@ -88,6 +79,38 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
     # One callback for all of them: their events are rendered together (one unread-count query).
     transaction.on_commit(partial(_publish_created, notifications))
     return notifications
+
+
+def _counters_bumped(user_ids: list[int]) -> dict[int, int]:
+    """Add one to each user's counter (made at 1 if missing) and return {user id: their new last seq}.
+
+    ``user_ids`` ascending: the rows are locked in that order, so concurrent comments notifying
+    the same people cannot deadlock. One INSERT … ON CONFLICT … RETURNING statement where the
+    database has it, which keeps the comment's write transaction (and the lock it holds) short.
+    """
+    vendor = connection.vendor
+    if vendor == "postgresql" or (vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)):
+        quote = connection.ops.quote_name
+        table = quote(NotificationCounter._meta.db_table)
+        user_column = quote(NotificationCounter._meta.get_field("user").column)
+        seq_column = quote("last_seq")
+        sql = (
+            f"INSERT INTO {table} ({user_column}, {seq_column}) VALUES {', '.join(['(%s, 1)'] * len(user_ids))}"
+            f" ON CONFLICT ({user_column}) DO UPDATE SET {seq_column} = {table}.{seq_column} + 1"
+            f" RETURNING {user_column}, {seq_column}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, user_ids)
+            return {user_id: seq for user_id, seq in cursor.fetchall()}
+    NotificationCounter.objects.bulk_create(
+        [NotificationCounter(user_id=user_id) for user_id in user_ids], ignore_conflicts=True
+    )
+    counters = dict(
+        NotificationCounter.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
+        .values_list("user_id", "last_seq")
+    )
+    NotificationCounter.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + 1)
+    return {user_id: seq + 1 for user_id, seq in counters.items()}
 
 
 def notifications_mark_read(*, user: User, up_to: int) -> int:

@@ -45,13 +45,17 @@ class NotificationPublishCostTests(TestCase):
         self.post(self.feed, [u.username for u in self.users], "open news")
         Notification.objects.filter(user=self.users[1], feed=self.feed).update(read=True)
         self.club.members.remove(self.users[2])  # no longer reads the club: its notification is hidden
+        User.objects.filter(pk=self.users[3].pk).update(is_active=False)  # reads open feeds only
+        User.objects.filter(pk=self.users[9].pk).update(is_staff=True)  # reads the club, a member or not
+        self.post(self.club, [self.users[9].username], "staff only")
         users = list(User.objects.filter(pk__in=[u.pk for u in self.users]))
         expected = {u.pk: notifications_unread_count(user=u) for u in users}
         self.assertEqual(notifications_unread_counts(users=users), expected)
         self.assertEqual(expected[self.users[0].pk], 2)
         self.assertEqual(expected[self.users[1].pk], 1)
         self.assertEqual(expected[self.users[2].pk], 1)
-        self.assertEqual(expected[self.users[9].pk], 1)
+        self.assertEqual(expected[self.users[3].pk], 1)
+        self.assertEqual(expected[self.users[9].pk], 2)
 
     def test_events_rendered_together_equal_events_rendered_one_by_one(self):
         """Same JSON frame, HTML frame and unread count, in the order given."""
