@@ -112,6 +112,7 @@ def notification_created_events(notifications: list[Notification]) -> list[dict[
     committed_at = time.time()
     comments: dict[int, dict[str, Any]] = {}
     badges: dict[int, str] = {}
+    shared: dict[tuple[Any, ...], tuple[str, ...]] = {}
     events = []
     for notification, unread in zip(notifications, known):
         comment = comments.get(notification.comment_id)
@@ -135,7 +136,7 @@ def notification_created_events(notifications: list[Notification]) -> list[dict[
             "unread": unread,
             "json": json.dumps(envelope, ensure_ascii=False, separators=(",", ":")),
             "html": badge
-            + f'<ol id="notification-list" hx-swap-oob="afterbegin">{render_notification(notification)}</ol>',
+            + f'<ol id="notification-list" hx-swap-oob="afterbegin">{render_notification(notification, shared=shared)}</ol>',
             # Rendered on commit: the hub measures the live path's delay from here (notifications.backstop).
             "committed_at": committed_at,
         })
