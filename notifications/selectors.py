@@ -76,35 +76,43 @@ def notifications_unread_counts(*, users: list[User]) -> dict[int, int]:
     return notifications_unread_by_user(user_ids=[user.pk for user in users])
 
 
-def notifications_unread_by_user(*, user_ids: list[int]) -> dict[int, int]:
-    """Return {user id: how many of their notifications they may see are unread}, every id given, in one query.
+def _visible_sql(join: str = "JOIN") -> tuple[str, str, list[bool]]:
+    """Return (joins, condition, params): _visible_to_its_user() in SQL, for notifications aliased `n`
+    (feeds `f` and users `u` joined). Written out: it runs inside the comment's write transaction
+    and on every check of the streams, where the ORM's building of the query took longer than the
+    query itself. tests.test_notification_publish_cost and tests.test_notifications hold them equal."""
+    quote = connection.ops.quote_name
+    membership = Feed.members.through._meta
+    notification, feed, user = Notification._meta, Feed._meta, get_user_model()._meta
+    n_user = quote(notification.get_field("user").column)
+    n_feed = quote(notification.get_field("feed").column)
+    joins = (
+        f" {join} {quote(feed.db_table)} f ON f.{quote(feed.pk.column)} = n.{n_feed}"
+        f" {join} {quote(user.db_table)} u ON u.{quote(user.pk.column)} = n.{n_user}"
+    )
+    condition = (
+        f"(f.{quote('allow_anonymous')} = %s OR (u.{quote('is_active')} = %s AND (u.{quote('is_staff')} = %s"
+        f" OR EXISTS (SELECT 1 FROM {quote(membership.db_table)} m WHERE m.{quote(membership.get_field('feed').column)}"
+        f" = n.{n_feed} AND m.{quote(membership.get_field('user').column)} = n.{n_user}))))"
+    )
+    return joins, condition, [True, True, True]
 
-    Written out in SQL (the rule of _visible_to_its_user, held equal to notifications_unread_count
-    by tests.test_notification_publish_cost): it runs inside the comment's write transaction,
-    where the ORM's building of this query took longer than the query itself.
-    """
+
+def notifications_unread_by_user(*, user_ids: list[int]) -> dict[int, int]:
+    """Return {user id: how many of their notifications they may see are unread}, every id given, in one query."""
     counts = dict.fromkeys(user_ids, 0)
     if not user_ids:
         return counts
     quote = connection.ops.quote_name
-    user_model = get_user_model()
-    membership = Feed.members.through._meta
-    notification, feed, user = Notification._meta, Feed._meta, user_model._meta
-    n_user = quote(notification.get_field("user").column)
-    n_feed = quote(notification.get_field("feed").column)
-    m_feed = quote(membership.get_field("feed").column)
-    m_user = quote(membership.get_field("user").column)
+    n_user = quote(Notification._meta.get_field("user").column)
+    joins, visible, params = _visible_sql()
     sql = (
-        f"SELECT n.{n_user}, COUNT(*) FROM {quote(notification.db_table)} n"
-        f" JOIN {quote(feed.db_table)} f ON f.{quote(feed.pk.column)} = n.{n_feed}"
-        f" JOIN {quote(user.db_table)} u ON u.{quote(user.pk.column)} = n.{n_user}"
-        f" WHERE n.{n_user} IN ({', '.join(['%s'] * len(user_ids))}) AND n.{quote('read')} = %s"
-        f" AND (f.{quote('allow_anonymous')} = %s OR (u.{quote('is_active')} = %s AND (u.{quote('is_staff')} = %s"
-        f" OR EXISTS (SELECT 1 FROM {quote(membership.db_table)} m WHERE m.{m_feed} = n.{n_feed} AND m.{m_user} = n.{n_user}))))"
+        f"SELECT n.{n_user}, COUNT(*) FROM {quote(Notification._meta.db_table)} n{joins}"
+        f" WHERE n.{n_user} IN ({', '.join(['%s'] * len(user_ids))}) AND n.{quote('read')} = %s AND {visible}"
         f" GROUP BY n.{n_user}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*user_ids, False, True, True, True])
+        cursor.execute(sql, [*user_ids, False, *params])
         counts.update(cursor.fetchall())
     return counts
 
@@ -127,16 +135,39 @@ def notification_stream_after(*, user_id: int, after_seq: int, limit: int) -> li
 
 
 def notification_last_seqs(*, user_ids: list[int]) -> dict[int, int]:
-    """Return {user id: seq of their newest notification they may still see} for these users, in one
-    query (absent: none). Their streams deliver no other (notification_stream_after), so a newer one
-    of a feed they lost is not a seq the stream lacks."""
-    newest = (
-        Notification.objects.filter(_visible_to_its_user(), user_id=OuterRef("user_id"), user__is_active=True)
-        .order_by("-seq")
-        .values("seq")[:1]
+    """Return {user id: seq of their newest notification they may still see} for these active users
+    (absent: none). Their streams deliver no other (notification_stream_after), so a newer one of a
+    feed they lost is not a seq the stream lacks.
+
+    One query when each user's newest notification is visible (the usual case), and one more for
+    the users whose newest is not.
+    """
+    if not user_ids:
+        return {}
+    quote = connection.ops.quote_name
+    counter, notification = NotificationCounter._meta, Notification._meta
+    c_user, n_user = quote(counter.get_field("user").column), quote(notification.get_field("user").column)
+    joins, visible, params = _visible_sql("LEFT JOIN")
+    sql = (
+        f"SELECT c.{c_user}, c.{quote('last_seq')}, u.{quote('is_active')} = %s AND {visible}"
+        f" FROM {quote(counter.db_table)} c LEFT JOIN {quote(notification.db_table)} n"
+        f" ON n.{n_user} = c.{c_user} AND n.{quote('seq')} = c.{quote('last_seq')}{joins}"
+        f" WHERE c.{c_user} IN ({', '.join(['%s'] * len(user_ids))})"
     )
-    rows = NotificationCounter.objects.filter(user_id__in=user_ids).annotate(visible=Subquery(newest))
-    return {user_id: seq for user_id, seq in rows.values_list("user_id", "visible") if seq is not None}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [True, *params, *user_ids])
+        rows = cursor.fetchall()
+    seqs = {user_id: last_seq for user_id, last_seq, shown in rows if shown}
+    hidden = [user_id for user_id, _, shown in rows if not shown]
+    if hidden:
+        newest = (
+            Notification.objects.filter(_visible_to_its_user(), user_id=OuterRef("user_id"), user__is_active=True)
+            .order_by("-seq")
+            .values("seq")[:1]
+        )
+        others = NotificationCounter.objects.filter(user_id__in=hidden).annotate(visible=Subquery(newest))
+        seqs.update((user_id, seq) for user_id, seq in others.values_list("user_id", "visible") if seq is not None)
+    return seqs
 
 
 def notification_header_summary(*, user: User) -> NotificationSummary:
