@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
 
-from feed.mentions import mentions_looked_up_once
+from feed.mentions import active_users_named, mention_candidates, mentions_looked_up_once
 from feed.models import (
     AUTHOR_MAX_LENGTH,
     BODY_MAX_LENGTH,
@@ -184,6 +184,7 @@ def _comment_insert(
     """
     from notifications.services import notifications_create_for_comment
 
+    active_users_named(mention_candidates(body))  # who is mentioned: looked up before the write lock is taken
     with transaction.atomic():
         parent = None
         if reply_to is not None:
