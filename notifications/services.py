@@ -13,7 +13,7 @@ from feed.mentions import mentioned_users
 from feed.models import Comment, Feed
 from feed.services import ReadingNotAllowed, feed_check_can_read
 from notifications.models import Notification, NotificationCounter
-from notifications.selectors import notifications_unread_by_user
+from notifications.selectors import notification_last_seqs, notifications_unread_by_user
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -120,12 +120,12 @@ def notifications_mark_read(*, user: User, up_to: int) -> int:
     """
     with transaction.atomic():
         # The user's counter lock orders this read with their new notifications: its count is
-        # the one after every notification up to `at` and before any later one.
-        at = (
-            NotificationCounter.objects.select_for_update().filter(user_id=user.pk).values_list("last_seq", flat=True).first()
-        ) or 0
+        # the one after every notification up to `at` (the newest their stream shows) and
+        # before any later one.
+        list(NotificationCounter.objects.select_for_update().filter(user_id=user.pk).values_list("pk"))
         changed = Notification.objects.filter(user=user, seq__lte=up_to, read=False).update(read=True)
         unread = notifications_unread_by_user(user_ids=[user.pk])[user.pk]
+        at = notification_last_seqs(user_ids=[user.pk]).get(user.pk, 0)
         transaction.on_commit(lambda: _publish_read(user, up_to, unread=unread, at=at))
     return changed
 

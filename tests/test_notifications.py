@@ -352,6 +352,13 @@ class HiddenNotificationsInTheStreamTests(TransactionTestCase):
         User.objects.filter(pk=self.ann.pk).update(is_active=False)
         self.assertEqual(notification_last_seqs(user_ids=[self.ann.pk]), {}, "an inactive user's stream shows nothing")
 
+    def test_a_read_is_placed_after_the_newest_notification_the_stream_shows(self):
+        """Seq 2 is hidden from ann: her read follows seq 1 (her stream never delivers 2 to wait for)."""
+        with mock.patch("notifications.publishing.publish_user_event") as publish:
+            notifications_mark_read(user=self.ann, up_to=2)
+        event = publish.call_args.args[1]
+        self.assertEqual((event["after_seq"], event["unread"]), (1, 0))
+
     def test_a_staff_member_sees_the_notifications_of_feeds_he_is_no_member_of(self):
         other = User.objects.create_user("other", is_staff=True)
         comment_create(feed=self.club, author="", body="@other inside", user=self.boss)
