@@ -1,12 +1,10 @@
 """Writes of a person's notifications: creating them with a comment, and marking them read."""
 from __future__ import annotations
 
-import sqlite3
 from functools import partial
 from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from feed.mentions import mentioned_users
@@ -85,32 +83,22 @@ def _counters_bumped(user_ids: list[int]) -> dict[int, int]:
     """Add one to each user's counter (made at 1 if missing) and return {user id: their new last seq}.
 
     ``user_ids`` ascending: the rows are locked in that order, so concurrent comments notifying
-    the same people cannot deadlock. One INSERT … ON CONFLICT … RETURNING statement where the
-    database has it, which keeps the comment's write transaction (and the lock it holds) short.
+    the same people cannot deadlock. One INSERT … ON CONFLICT … RETURNING statement (SQLite has
+    RETURNING or the server refuses to start, livefeed.E026), which keeps the comment's write
+    transaction, and the lock it holds, short.
     """
-    vendor = connection.vendor
-    if vendor == "postgresql" or (vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)):
-        quote = connection.ops.quote_name
-        table = quote(NotificationCounter._meta.db_table)
-        user_column = quote(NotificationCounter._meta.get_field("user").column)
-        seq_column = quote("last_seq")
-        sql = (
-            f"INSERT INTO {table} ({user_column}, {seq_column}) VALUES {', '.join(['(%s, 1)'] * len(user_ids))}"
-            f" ON CONFLICT ({user_column}) DO UPDATE SET {seq_column} = {table}.{seq_column} + 1"
-            f" RETURNING {user_column}, {seq_column}"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, user_ids)
-            return {user_id: seq for user_id, seq in cursor.fetchall()}
-    NotificationCounter.objects.bulk_create(
-        [NotificationCounter(user_id=user_id) for user_id in user_ids], ignore_conflicts=True
+    quote = connection.ops.quote_name
+    table = quote(NotificationCounter._meta.db_table)
+    user_column = quote(NotificationCounter._meta.get_field("user").column)
+    seq_column = quote("last_seq")
+    sql = (
+        f"INSERT INTO {table} ({user_column}, {seq_column}) VALUES {', '.join(['(%s, 1)'] * len(user_ids))}"
+        f" ON CONFLICT ({user_column}) DO UPDATE SET {seq_column} = {table}.{seq_column} + 1"
+        f" RETURNING {user_column}, {seq_column}"
     )
-    counters = dict(
-        NotificationCounter.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
-        .values_list("user_id", "last_seq")
-    )
-    NotificationCounter.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + 1)
-    return {user_id: seq + 1 for user_id, seq in counters.items()}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, user_ids)
+        return {user_id: seq for user_id, seq in cursor.fetchall()}
 
 
 def notifications_mark_read(*, user: User, up_to: int) -> int:
