@@ -28,6 +28,7 @@ _LIVE_RANGES: list[tuple[str, str | None, float | None, float | None, type]] = [
     ("check_interval", "WS_CHECK_INTERVAL", 0.01, 3600, float),
     ("lag_grace", None, 0, None, float),
     ("gap_grace", None, 0, 60, float),
+    ("late_grace_max", None, 0, 60, float),
     ("live_coalesce", None, 0, 1, float),
     ("batch_size", None, 1, 10000, int),
     ("recent_events", None, 0, 100000, int),

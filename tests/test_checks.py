@@ -73,6 +73,7 @@ class SettingsCheckTests(SimpleTestCase):
             "live_coalesce": {"live_coalesce": 5},
             "layer_timeout": {"layer_timeout": 0},
             "WS_SHUTDOWN_GRACE": {"shutdown_grace": -1},
+            "late_grace_max": {"late_grace_max": -1},
         }
         for name, live in cases.items():
             with self.subTest(name=name):
