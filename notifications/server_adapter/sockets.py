@@ -6,6 +6,8 @@ frame and per reader: they check nothing themselves.
 """
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -162,3 +164,40 @@ def forget_handshake(sock: Any) -> None:
     request = getattr(sock, "request", None)
     if request is not None:
         request.headers = None
+
+
+class ReceiveQueue:
+    """What daphne's asyncio.Queue does for one WebSocket (``put_nowait`` by daphne, ``get`` by
+    the application), without its four deques while the socket is idle.
+
+    Unbounded and in order, like daphne's; one reader (the application instance) at a time.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] | None = None  # created while messages wait, dropped when empty
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
