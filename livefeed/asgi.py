@@ -18,13 +18,12 @@ except ImproperlyConfigured as exc:
     sys.exit(f"Configuration error: {exc}")
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from livefeed.access_log import quiet_probes_in_access_log  # noqa: E402
 from livefeed.limits import RequestBodyLimitMiddleware  # noqa: E402
 from livefeed.ws_limits import refuse_unrouted  # noqa: E402
-from livefeed.ws_stack import WebSocketStack  # noqa: E402
+from livefeed.ws_stack import ProtocolRouter, WebSocketStack  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 from notifications.server_adapter.daphne import install as install_server_adapter  # noqa: E402
 from notifications.startup import announce_configuration, check_server_adapter  # noqa: E402
@@ -39,7 +38,7 @@ start_heartbeat()  # this process's entry on /ops/
 # Each app below is an ASGI 3 callable, but the type hints of Django (ASGIHandler), asgiref
 # (whose ASGIApplication includes ASGI 2 classes), types-channels (URLRouter wants its own
 # URLPattern subclass) and django-stubs (re_path() takes views) do not fit one another.
-application = ProtocolTypeRouter(
+application = ProtocolRouter(
     {
         "http": RequestBodyLimitMiddleware(django_asgi_app),  # type: ignore[arg-type]
         # The Origin check, the per-client limit, then Channels' AuthMiddlewareStack and URL

@@ -59,6 +59,22 @@ def handoff_routes(routes: list[URLPattern]) -> list[URLPattern]:
     return [URLPattern(route.pattern, Handoff(route.callback), route.default_args, route.name) for route in routes]
 
 
+class ProtocolRouter:
+    """Channels' ProtocolTypeRouter, except that its frame lets go of the scope, receive and send
+    once it has called the app (the scope is the server's, which the app has copied)."""
+
+    def __init__(self, apps: dict[str, ASGIApp]) -> None:
+        self.apps = apps
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        app = self.apps.get(scope["type"])
+        if app is None:
+            raise ValueError(f"No application configured for scope type {scope['type']!r}")
+        running = app(scope, receive, send)
+        del scope, receive, send
+        await running
+
+
 class WebSocketStack:
     """ASGI app for WebSockets: Origin check, the per-client limit, ``layers`` around the routes,
     then the routed consumer.

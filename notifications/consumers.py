@@ -15,6 +15,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import reset_queries
 from django.http import Http404
 
 from feed.models import Feed
@@ -24,7 +25,7 @@ from notifications import live_metrics
 from notifications.connection import Connection
 from notifications.frames import CLOSE_TOO_MANY_RESUMES, CLOSE_TRY_AGAIN_LATER, BadClientFrame, parse_client_frame
 from notifications.hub import get_hub
-from notifications.server_adapter import forget_handshake, socket_of
+from notifications.server_adapter import forget_frame, forget_handshake, socket_of
 from notifications.streams import StreamKey, feed_stream
 from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
 
@@ -40,12 +41,19 @@ if TYPE_CHECKING:
 def feed_for_reader(*, slug: str, user: Any) -> Feed | None:
     """Return the feed if this user may open its stream (the rule of the page and the API),
     None when it does not exist or is not allowed."""
+    handshake_started()
     try:
         feed = feed_get(slug=slug)
         feed_check_can_read(feed=feed, user=user)
     except (Http404, ReadingNotAllowed):
         return None
     return feed
+
+
+def handshake_started() -> None:
+    """A handshake is a request: with DEBUG on, forget the queries logged before it, as Django
+    does when an HTTP request starts (otherwise every handshake's queries stay logged)."""
+    reset_queries()
 
 
 def stream_format(scope: Mapping[str, Any]) -> str | None:
@@ -122,6 +130,9 @@ class FeedConsumer(AsyncWebsocketConsumer):
         live_metrics.ws_opened(self, key)
         if self.conn.protocol is not None:
             forget_handshake(self.conn.protocol)
+        # connect() has read what it needs of the handshake's headers (cookies, Authorization):
+        # an open socket keeps none of them.
+        self.scope["headers"] = ()
         try:
             await hub.attach(self.conn, presence_name=presence_name)
         except Exception:
@@ -135,6 +146,8 @@ class FeedConsumer(AsyncWebsocketConsumer):
         conn = self.conn
         if conn is None or conn.closed:
             return
+        if conn.protocol is not None:
+            forget_frame(conn.protocol)
         try:
             resume = parse_client_frame(text=text_data, data=bytes_data)
         except BadClientFrame as exc:

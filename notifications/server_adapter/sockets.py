@@ -149,8 +149,8 @@ def close_with(sock: Any, code: int, *, grace: float, reason: bytes | None = Non
 # What autobahn and daphne keep on an open socket that only its handshake read: after it, each
 # reads as None from the socket's class (``_slim_class``) instead of taking room in every socket.
 HANDSHAKE_ONLY = (
-    # autobahn's WebSocketServerProtocol.processHandshake / succeedHandshake
-    "http_request_data", "http_headers", "http_status_line", "http_request_uri", "http_request_path",
+    # autobahn's WebSocketServerProtocol.processHandshake / succeedHandshake / _onOpen
+    "_transport_details", "http_request_data", "http_headers", "http_status_line", "http_request_uri", "http_request_path",
     "http_request_params", "http_request_host", "http_response_data", "websocket_origin",
     "websocket_protocols", "websocket_extensions", "_wskey",
     # daphne's WebSocketProtocol.onConnect (the scope has its own references to what it needs)
@@ -227,8 +227,26 @@ def _slim(sock: Any) -> None:
             del attributes[name]
     for name in HANDSHAKE_ONLY:
         attributes.pop(name, None)
+    if type(attributes.get("send_queue")) is deque and not attributes["send_queue"]:
+        attributes["send_queue"] = SendQueue()
     sock.__class__ = cls
     sock.__dict__ = dict(attributes)
+
+
+class SendQueue(list[Any]):
+    """autobahn's send queue (frames held back for a synchronous or chopped send) as a list:
+    its deque takes 760 bytes even empty, and it stays empty on this server's sockets."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+def forget_frame(sock: Any) -> None:
+    """Drop the unmasker autobahn keeps from the last client frame, once no frame is being read."""
+    if getattr(sock, "current_frame", True) is None and getattr(sock, "current_frame_masker", None) is not None:
+        sock.current_frame_masker = None
 
 
 _SLIM_CLASSES: weakref.WeakKeyDictionary[Any, dict[type, type]] = weakref.WeakKeyDictionary()
