@@ -99,9 +99,19 @@ def install() -> None:
     server_class.kill_all_applications = kill_all_applications
     server_class.run = run
 
-    from daphne.ws_protocol import WebSocketProtocol
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
     WebSocketProtocol._max_message_size_exceeded = _refuse_oversized_message
+    original_build = WebSocketFactory.buildProtocol
+
+    @functools.wraps(original_build)
+    def build_protocol(self: Any, addr: Any) -> Any:
+        protocol = original_build(self, addr)
+        if protocol is not None:
+            sockets.slim_from_start(protocol, self)
+        return protocol
+
+    WebSocketFactory.buildProtocol = build_protocol
 
     from notifications.server_adapter.requests import install_request_limits
 

@@ -7,6 +7,7 @@ frame and per reader: they check nothing themselves.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import weakref
 from collections import deque
 from collections.abc import Mapping
@@ -210,6 +211,14 @@ def forget_handshake(sock: Any) -> None:
         sock.http_headers = None
 
 
+def slim_from_start(sock: Any, factory: Any) -> None:
+    """Give a socket its factory's slim class before it connects, so autobahn does not copy the
+    factory's options into it (it copies only what the socket lacks): its __dict__ stays half
+    the size through the handshake too."""
+    if fast_path["slim_sockets"]:
+        sock.__class__ = _slim_class(type(sock), factory)
+
+
 def _slim(sock: Any) -> None:
     """Move the socket's copies of its factory's options, its idle state and its handshake-only
     attributes to a subclass shared by the sockets of that factory, and rebuild its __dict__ at
@@ -217,9 +226,11 @@ def _slim(sock: Any) -> None:
 
     Reads are unchanged (a value moved to the class is the value the socket had, or None for
     what only the handshake read); writes set the socket's own attribute as before."""
-    cls = _slim_class(type(sock), sock.factory)
+    cls = type(sock)
+    if "livefeed_options" not in vars(cls):  # not given one at the start (slim_from_start)
+        cls = _slim_class(cls, sock.factory)
     attributes = sock.__dict__
-    for name, value in cls.livefeed_options.items():  # type: ignore[attr-defined]
+    for name, value in cls.livefeed_options.items():
         if name in attributes and attributes[name] is value:
             del attributes[name]
     for name, value in IDLE_STATE.items():
@@ -255,12 +266,16 @@ _SLIM_CLASSES: weakref.WeakKeyDictionary[Any, dict[type, type]] = weakref.WeakKe
 def _slim_class(base: type, factory: Any) -> type:
     per_factory = _SLIM_CLASSES.setdefault(factory, {})
     cls = per_factory.get(base)
+    if cls is not None and any(getattr(factory, name, None) is not value for name, value in cls.livefeed_options.items()):  # type: ignore[attr-defined]
+        cls = None  # the factory's options changed since: a class with the new ones
     if cls is None:
-        if "livefeed_options" in vars(base):  # already slim
-            return base
         # The options as the factory has them now; a socket whose own value differs keeps it.
         options = {name: getattr(factory, name) for name in base.CONFIG_ATTRS if hasattr(factory, name)}  # type: ignore[attr-defined]
-        namespace = {**dict.fromkeys(HANDSHAKE_ONLY), **IDLE_STATE, **options, "livefeed_options": options}
+        # A function stored on a class would read as a method of the socket: keep it plain.
+        as_class_attributes = {
+            name: staticmethod(value) if inspect.isfunction(value) else value for name, value in options.items()
+        }
+        namespace = {**dict.fromkeys(HANDSHAKE_ONLY), **IDLE_STATE, **as_class_attributes, "livefeed_options": options}
         cls = per_factory[base] = type(
             base.__name__, (base,), {**namespace, "__module__": base.__module__, "__qualname__": base.__qualname__}
         )
