@@ -107,8 +107,10 @@ class WebSocketStack:
             consumer_class = getattr(app, "consumer_class", None)
             if consumer_class is not None:
                 # What Channels' as_asgi() app does, without its frame.
-                await consumer_class(**app.consumer_initkwargs)(scope, receive, send)  # type: ignore[attr-defined]
+                running = consumer_class(**app.consumer_initkwargs)(scope, receive, send)  # type: ignore[attr-defined]
             else:
-                await app(scope, receive, send)
+                running = app(scope, receive, send)
+            del app, scope, receive, send  # the consumer has them; it may let go of some
+            await running
         finally:
             self.limit.leave(address)

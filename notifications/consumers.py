@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -66,6 +66,11 @@ class FeedConsumer(AsyncWebsocketConsumer):
     # No per-socket channel: an alias that is not configured makes get_channel_layer() return
     # None. The hub holds the process's one channel and joins the feed groups.
     channel_layer_alias = "livefeed.feed-consumers-have-no-channel"
+    groups = ()  # type: ignore[assignment]  # none; a tuple every socket shares (Channels gives each its own list)
+
+    # What an open socket keeps of its scope: the rest (headers, cookies, session, user,
+    # the server's protocol) is read by connect() only.
+    OPEN_SCOPE_KEYS = ("type", "path", "client", "url_route")
 
     conn: Connection | None = None
     session_watch: session_watch_module.WatchedSocket | session_watch_module.CredentialWatch | None = None
@@ -74,6 +79,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
         # AsyncConsumer.__call__ without a channel layer, minus await_many_dispatch: with one
         # source it only adds a task and an asyncio.wait per message (about 1.5 KB per socket).
         self.scope = scope
+        del scope  # this frame lives as long as the socket; the scope is trimmed once it is open
         self.channel_layer = None  # type: ignore[assignment]  # as channels does for an alias with no layer; its stub omits None
         self.base_send = send
         try:
@@ -130,9 +136,8 @@ class FeedConsumer(AsyncWebsocketConsumer):
         live_metrics.ws_opened(self, key)
         if self.conn.protocol is not None:
             forget_handshake(self.conn.protocol)
-        # connect() has read what it needs of the handshake's headers (cookies, Authorization):
-        # an open socket keeps none of them.
-        self.scope["headers"] = ()
+        scope = cast(Mapping[str, Any], self.scope)
+        self.scope = {name: scope[name] for name in self.OPEN_SCOPE_KEYS if name in scope}  # type: ignore[assignment]
         try:
             await hub.attach(self.conn, presence_name=presence_name)
         except Exception:
