@@ -104,6 +104,12 @@ class FeedConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def websocket_connect(self, message: Any) -> None:
+        await super().websocket_connect(message)
+        # connect() (this class's or a subclass's) has read what it needs of the handshake.
+        scope = cast(Mapping[str, Any], self.scope)
+        self.scope = {name: scope[name] for name in self.OPEN_SCOPE_KEYS if name in scope}  # type: ignore[assignment]
+
     async def connect(self) -> None:
         mode = stream_format(self.scope)
         feed = None
@@ -136,8 +142,6 @@ class FeedConsumer(AsyncWebsocketConsumer):
         live_metrics.ws_opened(self, key)
         if self.conn.protocol is not None:
             forget_handshake(self.conn.protocol)
-        scope = cast(Mapping[str, Any], self.scope)
-        self.scope = {name: scope[name] for name in self.OPEN_SCOPE_KEYS if name in scope}  # type: ignore[assignment]
         try:
             await hub.attach(self.conn, presence_name=presence_name)
         except Exception:
