@@ -132,7 +132,7 @@ class SlimSocketTests(SimpleTestCase):
         slim = connected_protocol(self.factory, slim=True)
         sockets.forget_handshake(slim)
         self.assertIn("maxFramePayloadSize", vars(plain))
-        for name in ("maxFramePayloadSize", "autoPingInterval", "http_headers", "http_request_data", "clean_headers", "closedByMe"):
+        for name in ("maxFramePayloadSize", "autoPingInterval", "http_headers", "http_request_data", "clean_headers", "closedByMe", "is_open"):
             self.assertNotIn(name, vars(slim))
         self.assertLess(sys.getsizeof(vars(slim)), sys.getsizeof(vars(plain)) / 2)
         self.assertLess(len(vars(slim)), 50)

@@ -150,8 +150,9 @@ def close_with(sock: Any, code: int, *, grace: float, reason: bytes | None = Non
 # What autobahn and daphne keep on an open socket that only its handshake read: after it, each
 # reads as None from the socket's class (``_slim_class``) instead of taking room in every socket.
 HANDSHAKE_ONLY = (
-    # autobahn's WebSocketServerProtocol.processHandshake / succeedHandshake / _onOpen
-    "_transport_details", "http_request_data", "http_headers", "http_status_line", "http_request_uri", "http_request_path",
+    # autobahn's WebSocketServerProtocol.processHandshake / succeedHandshake / _onOpen (is_open:
+    # resolved by succeedHandshake; only autobahn's client side waits on it)
+    "_transport_details", "is_open", "http_request_data", "http_headers", "http_status_line", "http_request_uri", "http_request_path",
     "http_request_params", "http_request_host", "http_response_data", "websocket_origin",
     "websocket_protocols", "websocket_extensions", "_wskey",
     # daphne's WebSocketProtocol.onConnect (the scope has its own references to what it needs)
@@ -203,7 +204,10 @@ def forget_handshake(sock: Any) -> None:
         transport.unregisterProducer()
     request = getattr(sock, "request", None)
     if request is not None:
-        request.headers = None
+        # daphne reads only its path after the handshake (the access log).
+        for name in ("headers", "params", "protocols", "extensions", "origin", "host"):
+            if hasattr(request, name):
+                setattr(request, name, None)
     if fast_path["slim_sockets"] and getattr(sock, "factory", None) is not None:
         _slim(sock)
     else:
