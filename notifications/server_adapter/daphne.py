@@ -59,6 +59,7 @@ def install() -> None:
         if scope.get("type") != "websocket":
             return original_create(self, protocol, scope)
         scope[sockets.PROTOCOL_SCOPE_KEY] = protocol
+        sockets.light_send_queue(protocol)  # nothing is sent before the handshake's answer
         # daphne leaves the optional ASGI "scheme" out; the Origin check needs it under TLS.
         scope.setdefault("scheme", sockets.ws_scheme(protocol))
         # daphne's own create_application, with a ReceiveQueue for its asyncio.Queue.
