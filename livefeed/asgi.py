@@ -18,13 +18,12 @@ except ImproperlyConfigured as exc:
     sys.exit(f"Configuration error: {exc}")
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from livefeed.access_log import quiet_probes_in_access_log  # noqa: E402
 from livefeed.limits import RequestBodyLimitMiddleware  # noqa: E402
-from livefeed.ws_limits import WebSocketsPerClientLimit, refuse_unrouted  # noqa: E402
-from livefeed.ws_origin import OriginValidator  # noqa: E402
+from livefeed.ws_limits import refuse_unrouted  # noqa: E402
+from livefeed.ws_stack import ProtocolRouter, WebSocketStack  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 from notifications.server_adapter.daphne import install as install_server_adapter  # noqa: E402
 from notifications.startup import announce_configuration, check_server_adapter  # noqa: E402
@@ -39,13 +38,14 @@ start_heartbeat()  # this process's entry on /ops/
 # Each app below is an ASGI 3 callable, but the type hints of Django (ASGIHandler), asgiref
 # (whose ASGIApplication includes ASGI 2 classes), types-channels (URLRouter wants its own
 # URLPattern subclass) and django-stubs (re_path() takes views) do not fit one another.
-application = ProtocolTypeRouter(
+application = ProtocolRouter(
     {
         "http": RequestBodyLimitMiddleware(django_asgi_app),  # type: ignore[arg-type]
-        "websocket": OriginValidator(
-            WebSocketsPerClientLimit(
-                AuthMiddlewareStack(URLRouter([*websocket_urlpatterns, re_path(r"", refuse_unrouted)]))  # type: ignore[arg-type, list-item]
-            )
+        # The Origin check, the per-client limit, then Channels' AuthMiddlewareStack and URL
+        # routing, which hand over to the consumer so an idle socket keeps none of their frames.
+        "websocket": WebSocketStack(
+            [*websocket_urlpatterns, re_path(r"", refuse_unrouted)],  # type: ignore[arg-type]
+            layers=AuthMiddlewareStack,
         ),
     }
 )

@@ -41,24 +41,45 @@ class WebSocketsPerClientLimit:
         self.open: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        limit = settings.WS_MAX_PER_CLIENT
-        if scope["type"] != "websocket" or limit <= 0:
+        if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        address = scope_client_address(scope)
-        if self.open[address] >= limit:
-            message = await receive()
-            if message["type"] == "websocket.connect":
-                await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": CLOSE_TOO_MANY_SOCKETS})
+        allowed, address = self.enter(scope)
+        if not allowed:
+            await refuse_too_many(receive, send)
             return
-        self.open[address] += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.open[address] -= 1
-            if self.open[address] <= 0:
-                del self.open[address]
+            self.leave(address)
+
+    def enter(self, scope: Scope) -> tuple[bool, str | None]:
+        """Count a new WebSocket of the scope's client: (False, None) if it is one too many, else
+        (True, the key to give leave()), the key None when there is no limit."""
+        limit = settings.WS_MAX_PER_CLIENT
+        if limit <= 0:
+            return True, None
+        address = scope_client_address(scope)
+        if self.open[address] >= limit:
+            return False, None
+        self.open[address] += 1
+        return True, address
+
+    def leave(self, address: str | None) -> None:
+        """Uncount a WebSocket that enter() counted."""
+        if address is None:
+            return
+        self.open[address] -= 1
+        if self.open[address] <= 0:
+            del self.open[address]
+
+
+async def refuse_too_many(receive: Any, send: Any) -> None:
+    """Accept the handshake and close at once with 4429 (too many sockets from this client)."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": CLOSE_TOO_MANY_SOCKETS})
 
 
 async def refuse_unrouted(scope: Scope, receive: Any, send: Any) -> None:

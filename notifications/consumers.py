@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import reset_queries
 from django.http import Http404
 
 from feed.models import Feed
@@ -24,7 +25,7 @@ from notifications import live_metrics
 from notifications.connection import Connection
 from notifications.frames import CLOSE_TOO_MANY_RESUMES, CLOSE_TRY_AGAIN_LATER, BadClientFrame, parse_client_frame
 from notifications.hub import get_hub
-from notifications.server_adapter import forget_handshake, socket_of
+from notifications.server_adapter import forget_frame, forget_handshake, socket_of
 from notifications.streams import StreamKey, feed_stream
 from notifications.session_watch import CLOSE_SESSION_ENDED, session_watch_start
 
@@ -40,12 +41,19 @@ if TYPE_CHECKING:
 def feed_for_reader(*, slug: str, user: Any) -> Feed | None:
     """Return the feed if this user may open its stream (the rule of the page and the API),
     None when it does not exist or is not allowed."""
+    handshake_started()
     try:
         feed = feed_get(slug=slug)
         feed_check_can_read(feed=feed, user=user)
     except (Http404, ReadingNotAllowed):
         return None
     return feed
+
+
+def handshake_started() -> None:
+    """A handshake is a request: with DEBUG on, forget the queries logged before it, as Django
+    does when an HTTP request starts (otherwise every handshake's queries stay logged)."""
+    reset_queries()
 
 
 def stream_format(scope: Mapping[str, Any]) -> str | None:
@@ -58,6 +66,11 @@ class FeedConsumer(AsyncWebsocketConsumer):
     # No per-socket channel: an alias that is not configured makes get_channel_layer() return
     # None. The hub holds the process's one channel and joins the feed groups.
     channel_layer_alias = "livefeed.feed-consumers-have-no-channel"
+    groups = ()  # type: ignore[assignment]  # none; a tuple every socket shares (Channels gives each its own list)
+
+    # What an open socket keeps of its scope: the rest (headers, cookies, session, user,
+    # the server's protocol) is read by connect() only.
+    OPEN_SCOPE_KEYS = ("type", "path", "client", "url_route")
 
     conn: Connection | None = None
     session_watch: session_watch_module.WatchedSocket | session_watch_module.CredentialWatch | None = None
@@ -66,6 +79,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
         # AsyncConsumer.__call__ without a channel layer, minus await_many_dispatch: with one
         # source it only adds a task and an asyncio.wait per message (about 1.5 KB per socket).
         self.scope = scope
+        del scope  # this frame lives as long as the socket; the scope is trimmed once it is open
         self.channel_layer = None  # type: ignore[assignment]  # as channels does for an alias with no layer; its stub omits None
         self.base_send = send
         try:
@@ -89,6 +103,12 @@ class FeedConsumer(AsyncWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def websocket_connect(self, message: Any) -> None:
+        await super().websocket_connect(message)
+        # connect() (this class's or a subclass's) has read what it needs of the handshake.
+        scope = cast(Mapping[str, Any], self.scope)
+        self.scope = {name: scope[name] for name in self.OPEN_SCOPE_KEYS if name in scope}  # type: ignore[assignment]
 
     async def connect(self) -> None:
         mode = stream_format(self.scope)
@@ -135,6 +155,8 @@ class FeedConsumer(AsyncWebsocketConsumer):
         conn = self.conn
         if conn is None or conn.closed:
             return
+        if conn.protocol is not None:
+            forget_frame(conn.protocol)
         try:
             resume = parse_client_frame(text=text_data, data=bytes_data)
         except BadClientFrame as exc:

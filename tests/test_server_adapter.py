@@ -83,6 +83,23 @@ class StartupCheckTests(SimpleTestCase):
         self.assertIn("Fast path OFF", messages[0].msg)
         self.assertFalse(sockets.fast_path["raw_writes"])
 
+    def test_a_missing_slimming_name_keeps_open_sockets_whole_loudly(self):
+        from autobahn.websocket.protocol import WebSocketServerProtocol
+
+        with removed(WebSocketServerProtocol, "CONFIG_ATTRS"):
+            messages = checks.check_server_internals()
+        self.assertEqual([message.id for message in messages], ["livefeed.W103"])
+        self.assertFalse(sockets.fast_path["slim_sockets"])
+
+    def test_a_session_middleware_that_acts_on_websocket_messages_is_an_error(self):
+        """livefeed.ws_stack gives consumers daphne's send, skipping SessionMiddleware's wrapper."""
+        from channels.sessions import InstanceSessionWrapper
+
+        with mock.patch.object(InstanceSessionWrapper, "save_message_types", ["http.response.start", "websocket.accept"]):
+            messages = checks.check_server_internals()
+        self.assertEqual([message.id for message in messages], ["livefeed.E101"])
+        self.assertIn("InstanceSessionWrapper.save_message_types", messages[0].msg)
+
     def test_daphne_started_without_the_message_size_options_is_warned_about(self):
         with mock.patch.dict(checks.started_options, {"websocket_max_message_size": 1024 * 1024}):
             self.assertEqual([message.id for message in checks.daphne_option_messages()], ["livefeed.W102"])

@@ -16,6 +16,7 @@ import os
 from notifications.server_adapter.sockets import (
     PROTOCOL_SCOPE_KEY,
     close_with,
+    forget_frame,
     forget_handshake,
     frame_bytes,
     is_closed,
@@ -32,6 +33,7 @@ from notifications.server_adapter.sockets import (
 __all__ = [
     "PROTOCOL_SCOPE_KEY",
     "close_with",
+    "forget_frame",
     "forget_handshake",
     "frame_bytes",
     "is_closed",

@@ -7,6 +7,8 @@ check`` and daphne's start (livefeed/asgi.py) both say it:
   drain, the slow-reader byte count, the request limits): daphne refuses to start.
 - ``livefeed.W101``: a name only the fast path (raw writes of prepared frames) needs: the
   fast path is turned off and frames go through autobahn's public ``sendPreparedMessage``.
+- ``livefeed.W103``: a name only the slimming of open sockets needs (autobahn's
+  ``CONFIG_ATTRS``): sockets keep their handshake state and option copies (more memory each).
 - ``livefeed.W102``: daphne runs without ``--websocket-max-message-size`` /
   ``--websocket-max-frame-size`` at or below ``MAX_CLIENT_PAYLOAD_BYTES``.
 """
@@ -34,6 +36,13 @@ def _assigned_in(function: Any, *names: str) -> list[str]:
     return [name for name in names if f"self.{name} =" not in source]
 
 
+def _source(function: Any) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
 def _required() -> list[str]:
     from asgiref.sync import SyncToAsync
     from daphne import http_protocol, server, ws_protocol
@@ -41,7 +50,16 @@ def _required() -> list[str]:
     from twisted.protocols.tls import TLSMemoryBIOProtocol
     from twisted.web import http
 
-    missing = [f"daphne.server.Server.{name}" for name in _has(server.Server, "create_application", "kill_all_applications", "run")]
+    missing = [
+        f"daphne.server.Server.{name}"
+        for name in _has(server.Server, "create_application", "kill_all_applications", "run", "handle_reply")
+    ]
+    # daphne.install replaces create_application for WebSockets with its own body (a ReceiveQueue).
+    missing += [
+        f"daphne.server.Server.create_application making {what}"
+        for what in ("asyncio.Queue()", 'self.connections[protocol]["application_instance"]')
+        if what not in _source(server.Server.create_application)
+    ]
     missing += [f"daphne.server.Server.{name}" for name in _assigned_in(server.Server.run, "connections")]
     missing += [f"daphne.server.{name}" for name in _has(server, "HTTPFactory")]
     missing += [f"daphne.http_protocol.{name}" for name in _has(http_protocol, "WebRequest", "HTTPFactory")]
@@ -76,12 +94,25 @@ def _channels_consumer() -> list[str]:
         f"channels AsyncWebsocketConsumer.{name}"
         for name in _has(AsyncWebsocketConsumer, "websocket_connect", "websocket_receive", "websocket_disconnect")
     ]
-    try:
-        source = inspect.getsource(consumer.AsyncConsumer.send)
-    except (OSError, TypeError):
-        source = ""
-    if "self.base_send" not in source:
+    if "self.base_send" not in _source(consumer.AsyncConsumer.send):
         missing.append("channels AsyncConsumer.send through self.base_send")
+    # livefeed.ws_stack hands the consumer daphne's send, not SessionMiddleware's wrapper: right
+    # only while the wrapper acts on HTTP responses alone.
+    from channels.sessions import InstanceSessionWrapper
+
+    for name in ("save_message_types", "cookie_response_message_types"):
+        if getattr(InstanceSessionWrapper, name, None) != ["http.response.start"]:
+            missing.append(f"channels InstanceSessionWrapper.{name} == ['http.response.start']")
+    return missing
+
+
+def _slim_sockets() -> list[str]:
+    """What notifications.server_adapter.sockets needs to slim open sockets (optional)."""
+    from autobahn.websocket.protocol import WebSocketServerProtocol
+    from daphne.ws_protocol import WebSocketFactory
+
+    missing = [f"autobahn WebSocketServerProtocol.{name}" for name in _has(WebSocketServerProtocol, "CONFIG_ATTRS")]
+    missing += [f"daphne.ws_protocol.WebSocketFactory.{name}" for name in _has(WebSocketFactory, "buildProtocol")]
     return missing
 
 
@@ -131,6 +162,16 @@ def check_server_internals(app_configs: Any = None, **kwargs: Any) -> list[Check
                 f"Fast path OFF (frames go through autobahn's sendPreparedMessage): missing {', '.join(optional)}",
                 hint="Install the versions pinned in requirements.txt to write prepared frames straight to sockets.",
                 id="livefeed.W101",
+            )
+        )
+    slim = _safely(_slim_sockets)
+    fast_path["slim_sockets"] = not slim
+    if slim:
+        messages.append(
+            Warning(
+                f"Open WebSockets keep their handshake state (more memory per socket): missing {', '.join(slim)}",
+                hint="Install the versions pinned in requirements.txt.",
+                id="livefeed.W103",
             )
         )
     messages.extend(daphne_option_messages())

@@ -88,6 +88,29 @@ def _deadline_factory_class(base: type) -> type:
     return DeadlineHTTPFactory
 
 
+def _release_upgraded(request: Any) -> None:
+    """Let go of a request daphne has just upgraded to a WebSocket (it handed its transport over).
+
+    daphne forgets it at its next application check (up to a second later) and the HTTP
+    channel stays the socket's producer until the handshake is accepted: a burst of handshakes
+    would keep hundreds of finished requests, their headers and channels alive meanwhile.
+    """
+    server: Any = getattr(request, "server", None)
+    details = server.connections.get(request) if server is not None else None
+    if details is not None and "disconnected" in details and "application_instance" not in details:
+        del server.connections[request]
+    channel = request.channel
+    _disarm(channel)
+    transport: Any = getattr(channel, "transport", None)
+    producer = getattr(transport, "producer", None)
+    if producer is not None and (producer is channel or getattr(producer, "_channel", None) is channel):
+        # Its idle timer holds it too, and would abort the socket when it fires.
+        if hasattr(producer, "setTimeout"):
+            producer.setTimeout(None)
+        channel.setTimeout(None)
+        transport.unregisterProducer()
+
+
 def _limited_request_class(base: type) -> type:
     class LimitedWebRequest(base):
         livefeed_limits = True
@@ -128,7 +151,10 @@ def _limited_request_class(base: type) -> type:
                     b"503 Service Unavailable: this instance is shutting down; retry.\n",
                 )
                 return None
-            return super().process()
+            result = super().process()
+            if self.transport is None and self.channel is not None:
+                _release_upgraded(self)
+            return result
 
         def finish(self) -> Any:
             channel = self.channel
