@@ -2,8 +2,9 @@
 import os
 import sys
 
-from livefeed.request_threads import get_asgi_application
 from django.core.exceptions import ImproperlyConfigured
+
+from livefeed.request_threads import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "livefeed.settings")
 try:
