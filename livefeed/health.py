@@ -141,7 +141,7 @@ def _metrics_response(request: HttpRequest) -> HttpResponse:
 class ProbeMiddleware:
     """Answer GET/HEAD /healthz, /readyz and /metrics; pass everything else on.
 
-    Sync only, like the whole chain under ASGI (livefeed/sync_chain.py).
+    Sync only, like the whole chain under ASGI (livefeed/request_threads.py).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:

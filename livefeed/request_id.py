@@ -48,7 +48,7 @@ def request_id_for(request: HttpRequest) -> str:
 class RequestIdMiddleware:
     """Put the request's id in a contextvar (the log filter reads it) and in the response.
 
-    Sync only, like the whole chain under ASGI (livefeed/sync_chain.py).
+    Sync only, like the whole chain under ASGI (livefeed/request_threads.py).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:

@@ -1,4 +1,4 @@
-"""Django's ASGI handler with each request's sync code on a reused thread.
+"""Django's ASGI handler with each request's sync code on a reused thread, in one stretch.
 
 Django runs a request's synchronous part (the middleware chain, the view, the database) in a
 thread of its own: by default a new thread per request, started and joined (a second thread)
@@ -17,9 +17,11 @@ import asyncio
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connections
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 
 # Idle threads kept for the next requests; more concurrent requests get threads that end after them.
 IDLE_THREADS_KEPT = 16
@@ -27,9 +29,23 @@ IDLE_THREADS_KEPT = 16
 
 class ReusedThreadASGIHandler(ASGIHandler):
     def __init__(self, *, idle_threads_kept: int = IDLE_THREADS_KEPT) -> None:
-        super().__init__()
         self.idle_threads_kept = idle_threads_kept
         self._idle: list[ThreadPoolExecutor] = []
+        super().__init__()
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        """Build the whole middleware chain in sync mode, down to the view.
+
+        Django's ASGI handler builds it async at the bottom, so a request crosses from the
+        event loop into its thread, back to the loop for the bottom of the chain, and into the
+        thread again for the view; every middleware that can run async hops for each of its
+        hooks. Here the chain, the view and the database run in one stretch on the request's
+        thread (``get_response_async``), and an async view is run by Django's sync path.
+        """
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

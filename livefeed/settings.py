@@ -119,8 +119,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    # Last: the chain runs synchronously in one thread, not a hop per hook (livefeed/sync_chain.py).
-    "livefeed.sync_chain.SyncMiddlewareChain",
 ]
 
 ROOT_URLCONF = "livefeed.urls"
