@@ -1,6 +1,6 @@
 """Bounds on WebSockets: open sockets per client address, and paths that are no stream.
 
-- ``WebSocketsPerClientLimit``: one client address (as the rate limit computes it, behind
+- ``WebSocketsPerClient``: one client address (as the rate limit computes it, behind
   trusted proxies too; an IPv6 client counts per /64) may hold ``settings.WS_MAX_PER_CLIENT``
   open WebSockets in this process. One more is accepted and closed at once with 4429, so the
   client can tell "too many" from a refused handshake (403). Counted per process: with N
@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +21,6 @@ from feed.ratelimit import client_bucket, client_ip
 from livefeed.ws_origin import refuse_handshake
 
 Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 CLOSE_TOO_MANY_SOCKETS = 4429  # the same code as too many resumes: "too many, back off"
 
 
@@ -33,25 +32,12 @@ def scope_client_address(scope: Scope) -> str:
     return client_bucket(client_ip(SimpleNamespace(META=meta)))  # type: ignore[arg-type]
 
 
-class WebSocketsPerClientLimit:
-    """ASGI middleware: at most WS_MAX_PER_CLIENT open WebSockets per client address."""
+class WebSocketsPerClient:
+    """This process's count of open WebSockets per client address, bounded by WS_MAX_PER_CLIENT
+    (livefeed.ws_stack.WebSocketStack counts each handshake in and out)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self) -> None:
         self.open: Counter[str] = Counter()
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        allowed, address = self.enter(scope)
-        if not allowed:
-            await refuse_too_many(receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.leave(address)
 
     def enter(self, scope: Scope) -> tuple[bool, str | None]:
         """Count a new WebSocket of the scope's client: (False, None) if it is one too many, else

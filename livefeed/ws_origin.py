@@ -10,7 +10,7 @@ for Django's CSRF check). A refused handshake gets HTTP 403, before any consumer
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +18,6 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -96,19 +95,6 @@ def origin_allowed(scope: Scope) -> bool:
     if origin is None:
         return False
     return origin == own_origin(scope, origin) or trusted(origin)
-
-
-class OriginValidator:
-    """ASGI middleware: refuse (HTTP 403) WebSocket handshakes from any other origin."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and not origin_allowed(scope):
-            await refuse_handshake(receive, send)
-            return
-        await self.app(scope, receive, send)
 
 
 async def refuse_handshake(receive: Any, send: Any) -> None:

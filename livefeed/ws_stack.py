@@ -20,7 +20,7 @@ from typing import Any
 from channels.routing import URLRouter
 from django.urls import URLPattern
 
-from livefeed.ws_limits import WebSocketsPerClientLimit, refuse_too_many
+from livefeed.ws_limits import WebSocketsPerClient, refuse_too_many
 from livefeed.ws_origin import origin_allowed, refuse_handshake
 
 Scope = MutableMapping[str, Any]
@@ -85,7 +85,7 @@ class WebSocketStack:
 
     def __init__(self, routes: list[URLPattern], *, layers: Callable[[Any], Any]) -> None:
         self.resolve: ASGIApp = layers(URLRouter(handoff_routes(routes)))  # type: ignore[arg-type]
-        self.limit = WebSocketsPerClientLimit(self.resolve)  # its counter; its own __call__ is not used
+        self.limit = WebSocketsPerClient()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
