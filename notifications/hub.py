@@ -234,8 +234,7 @@ class StreamHub:
         due = [frame for after_seq, frame in state.signals if timed_out or after_seq <= cursor]
         state.signals = [] if timed_out else [(a, f) for a, f in state.signals if a > cursor]
         if not state.signals and state.signal_timer is not None:
-            state.signal_timer.cancel()
-        if not state.signals:
+            state.signal_timer.cancel()  # a no-op when it is the timer that fired
             state.signal_timer = None
         for frame in due:
             fan_out_signal(state.members, frame)

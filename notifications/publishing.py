@@ -82,10 +82,10 @@ def publish_user_event(user_id: int, event: dict[str, Any]) -> None:
 
 def publish_user_events(events: list[dict[str, Any]]) -> None:
     """Send several people's notification events in one layer message, guarded like publish_comment_created."""
+    if not events:
+        return
     if len(events) == 1:
         publish_user_event(events[0]["user_id"], events[0])
-        return
-    if not events:
         return
     what = f"{len(events)} notification events"
     if _skipping(what):
