@@ -20,7 +20,7 @@ from django.test import SimpleTestCase, TransactionTestCase
 from feed.models import Feed
 from livefeed.asgi import application
 from notifications.consumers import FeedConsumer
-from notifications.server_adapter import sockets
+from notifications.server_adapter import socket_memory
 from tests.harness import MultiInstanceTestCase, wait_until
 
 ORIGIN = (b"origin", b"http://localhost")
@@ -70,7 +70,7 @@ class OpenSocketScopeTests(TransactionTestCase):
 
 class ReceiveQueueTests(SimpleTestCase):
     async def test_messages_come_out_in_order_and_get_waits_for_the_next(self):
-        queue = sockets.ReceiveQueue()
+        queue = socket_memory.ReceiveQueue()
         queue.put_nowait({"n": 1})
         queue.put_nowait({"n": 2})
         self.assertEqual(queue.qsize(), 2)
@@ -82,14 +82,14 @@ class ReceiveQueueTests(SimpleTestCase):
         self.assertEqual(await asyncio.wait_for(waiting, 5), {"n": 3})
 
     async def test_an_idle_queue_holds_no_deque(self):
-        queue = sockets.ReceiveQueue()
+        queue = socket_memory.ReceiveQueue()
         queue.put_nowait({"n": 1})
         await queue.get()
         self.assertIsNone(queue._items)
         self.assertEqual(queue.qsize(), 0)
 
     async def test_a_cancelled_get_leaves_the_queue_usable(self):
-        queue = sockets.ReceiveQueue()
+        queue = socket_memory.ReceiveQueue()
         waiting = asyncio.ensure_future(queue.get())
         await asyncio.sleep(0)
         waiting.cancel()
@@ -106,7 +106,7 @@ def connected_protocol(factory, *, slim: bool):
     protocol = factory.protocol()  # what daphne's buildProtocol does (the adapter's adds the slimming)
     protocol.factory = factory
     if slim:
-        sockets.slim_from_start(protocol, factory)
+        socket_memory.slim_from_start(protocol, factory)
     protocol.makeConnection(StringTransport())
     protocol.openHandshakeTimeoutCall.cancel()  # as succeedHandshake does
     protocol.openHandshakeTimeoutCall = None
@@ -130,7 +130,7 @@ class SlimSocketTests(SimpleTestCase):
     def test_an_open_socket_keeps_neither_its_handshake_nor_copies_of_the_factory_options(self):
         plain = connected_protocol(self.factory, slim=False)
         slim = connected_protocol(self.factory, slim=True)
-        sockets.forget_handshake(slim)
+        socket_memory.forget_handshake(slim)
         self.assertIn("maxFramePayloadSize", vars(plain))
         for name in ("maxFramePayloadSize", "autoPingInterval", "http_headers", "http_request_data", "clean_headers", "closedByMe", "is_open"):
             self.assertNotIn(name, vars(slim))
@@ -140,12 +140,12 @@ class SlimSocketTests(SimpleTestCase):
     def test_a_slim_socket_reads_what_it_read_before(self):
         plain = connected_protocol(self.factory, slim=False)
         slim = connected_protocol(self.factory, slim=True)
-        sockets.forget_handshake(slim)
+        socket_memory.forget_handshake(slim)
         for name in type(plain).CONFIG_ATTRS:
             self.assertIs(getattr(slim, name), getattr(plain, name), name)
         # A function option is the factory's own function, not a method of the socket.
         self.assertIs(slim.perMessageCompressionAccept, self.factory.perMessageCompressionAccept)
-        for name, value in sockets.IDLE_STATE.items():
+        for name, value in socket_memory.IDLE_STATE.items():
             self.assertEqual(getattr(slim, name), value, name)
         self.assertIsNone(slim.http_headers)
         self.assertIsInstance(slim, type(plain))
@@ -154,8 +154,8 @@ class SlimSocketTests(SimpleTestCase):
     def test_a_slim_socket_writes_its_own_state(self):
         first = connected_protocol(self.factory, slim=True)
         second = connected_protocol(self.factory, slim=True)
-        sockets.forget_handshake(first)
-        sockets.forget_handshake(second)
+        socket_memory.forget_handshake(first)
+        socket_memory.forget_handshake(second)
         first.closedByMe = True
         first.closeHandshakeTimeout = 0.5
         first.send_queue.append((b"x", True))

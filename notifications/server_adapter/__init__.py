@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 
+from notifications.server_adapter.socket_memory import forget_frame, forget_handshake
 from notifications.server_adapter.sockets import (
     PROTOCOL_SCOPE_KEY,
     close_with,
-    forget_frame,
-    forget_handshake,
     frame_bytes,
     is_closed,
     is_open,

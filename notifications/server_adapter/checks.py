@@ -107,7 +107,7 @@ def _channels_consumer() -> list[str]:
 
 
 def _slim_sockets() -> list[str]:
-    """What notifications.server_adapter.sockets needs to slim open sockets (optional)."""
+    """What notifications.server_adapter.socket_memory needs to slim open sockets (optional)."""
     from autobahn.websocket.protocol import WebSocketServerProtocol
     from daphne.ws_protocol import WebSocketFactory
 

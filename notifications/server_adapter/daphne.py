@@ -3,7 +3,7 @@
 1. Each WebSocket scope gets daphne's protocol object (``sockets.PROTOCOL_SCOPE_KEY``;
    ``Server.create_application`` is wrapped), so the hub writes frames straight to it, and
    its ``scheme`` ("wss" under TLS), which daphne leaves out. Its messages wait in a
-   ``sockets.ReceiveQueue`` instead of an ``asyncio.Queue`` (four deques, ~3 KB an idle socket).
+   ``socket_memory.ReceiveQueue`` instead of an ``asyncio.Queue`` (four deques, ~3 KB an idle socket).
 2. SIGTERM drains the instance (``Server.kill_all_applications`` is wrapped, it is the first
    thing daphne does on shutdown): ``livefeed.lifecycle.start_draining()``, new HTTP requests
    and handshakes get 503, open feed sockets get a 1012 close, requests in flight finish; only
@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from notifications.frames import CLOSE_FRAME_TOO_LARGE, MAX_CLIENT_FRAME_BYTES
-from notifications.server_adapter import sockets
+from notifications.server_adapter import socket_memory, sockets
 
 logger = logging.getLogger("notifications.server_adapter")
 
@@ -59,12 +59,12 @@ def install() -> None:
         if scope.get("type") != "websocket":
             return original_create(self, protocol, scope)
         scope[sockets.PROTOCOL_SCOPE_KEY] = protocol
-        sockets.light_send_queue(protocol)  # nothing is sent before the handshake's answer
+        socket_memory.light_send_queue(protocol)  # nothing is sent before the handshake's answer
         # daphne leaves the optional ASGI "scheme" out; the Origin check needs it under TLS.
         scope.setdefault("scheme", sockets.ws_scheme(protocol))
         # daphne's own create_application, with a ReceiveQueue for its asyncio.Queue.
         assert "application_instance" not in self.connections[protocol]
-        input_queue = sockets.ReceiveQueue()
+        input_queue = socket_memory.ReceiveQueue()
         scope.setdefault("asgi", {"version": "3.0"})
         application_instance = self.application(
             scope=scope, receive=input_queue.get, send=functools.partial(self.handle_reply, protocol)
@@ -109,7 +109,7 @@ def install() -> None:
     def build_protocol(self: Any, addr: Any) -> Any:
         protocol = original_build(self, addr)
         if protocol is not None:
-            sockets.slim_from_start(protocol, self)
+            socket_memory.slim_from_start(protocol, self)
         return protocol
 
     WebSocketFactory.buildProtocol = build_protocol
