@@ -369,6 +369,8 @@ class ModerationPageTests(ModerationTestCase):
         self.assertTrue(self.remove_action_shown(html, mine))
         self.assertTrue(self.remove_action_shown(html, guest))
         self.assertIn("data-moderating", html)
+        # The no-JavaScript form posts with the page's CSRF token.
+        self.assertRegex(html, rf'action="/feeds/talk/comments/{guest.pk}/remove/"[^>]*><input type="hidden" name="csrfmiddlewaretoken" value="\w+">')
 
     def test_the_admin_action_removes_the_selected_comments_through_the_service(self):
         """Admin → Comments → "Remove the selected comments": each becomes an event; no hard delete offered."""
