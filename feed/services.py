@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Field, Q
 from django.http import Http404
 from django.utils import timezone
 
@@ -154,7 +154,9 @@ def _is_registered_username(name: str) -> bool:
     """
     model = get_user_model()
     quote = connection.ops.quote_name
-    column = quote(model._meta.get_field(model.USERNAME_FIELD).column)
+    field = model._meta.get_field(model.USERNAME_FIELD)
+    assert isinstance(field, Field)
+    column = quote(field.column)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT 1 FROM {quote(model._meta.db_table)} WHERE UPPER({column}) = UPPER(%s) LIMIT 1", [name]

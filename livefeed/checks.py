@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, register
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 # Above this, a post could wait longer on an unresponsive Redis than it may take in all (2 s).
 MAX_REDIS_WAIT = 1.5
@@ -100,7 +101,11 @@ def live_settings_errors() -> list[Error]:
 
 def _layer_config() -> dict[str, Any]:
     layer: dict[str, Any] = settings.CHANNEL_LAYERS.get("default", {})
-    config: dict[str, Any] = layer.get("CONFIG", {}) if layer.get("BACKEND") == "channels_redis.core.RedisChannelLayer" else {}
+    if not layer.get("BACKEND"):
+        return {}
+    from channels_redis.core import RedisChannelLayer
+
+    config: dict[str, Any] = layer.get("CONFIG", {}) if issubclass(import_string(layer["BACKEND"]), RedisChannelLayer) else {}
     return config
 
 

@@ -212,8 +212,8 @@ REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "")
 # rate limit fails open (feed.ratelimit) and publishing does not hold up the post.
 REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 0.5)
 REDIS_SOCKET_TIMEOUT = env_number("REDIS_SOCKET_TIMEOUT", 0.5)
-# The channel layer's reads: its receive blocks in BZPOPMIN for up to 5 s
-# (channels_redis.core.RedisChannelLayer.brpop_timeout), so its socket timeout must be longer
+# The channel layer's reads: its receive blocks in BZPOPMIN for up to 5 s (brpop_timeout of
+# channels_redis's core layer, which notifications.layer extends), so its socket timeout must be longer
 # or every idle receive would fail (checked at start-up, livefeed.checks). Its calls on the
 # live path are bounded separately (LIVE_UPDATES layer_timeout).
 CHANNEL_LAYER_SOCKET_TIMEOUT = env_number("CHANNEL_LAYER_SOCKET_TIMEOUT", 15.0)
@@ -233,7 +233,7 @@ _SHARED_CACHE = redis_config.cache_config(
 if _LAYER_HOSTS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "notifications.layer.LiveChannelLayer",
             "CONFIG": {
                 "hosts": _LAYER_HOSTS,
                 "capacity": CHANNEL_LAYER_CAPACITY,

@@ -578,7 +578,7 @@ def redis_layer(url):
     with override_settings(
         CHANNEL_LAYERS={
             "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "BACKEND": "notifications.layer.LiveChannelLayer",
                 "CONFIG": {"hosts": [url], "prefix": "livefeed-test"},
             }
         }

@@ -20,7 +20,7 @@ from tests.test_consumers import redis_server
 def redis_layer_settings(url):
     return {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "notifications.layer.LiveChannelLayer",
             "CONFIG": {"hosts": [{"address": url, "socket_connect_timeout": 2}], "prefix": "livefeed-publish-test"},
         }
     }
