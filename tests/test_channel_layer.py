@@ -1,5 +1,6 @@
 """The project's channel layer (notifications.layer): the core layer, receiving with one BZPOPMIN a message."""
 import asyncio
+import time
 
 import redis
 from asgiref.sync import async_to_sync
@@ -82,3 +83,37 @@ class LiveChannelLayerTests(SimpleTestCase):
             return await asyncio.wait_for(self.layer.receive("jobs"), 5)
 
         self.assertEqual(async_to_sync(run)(), {"type": "job", "n": 1})
+
+    def test_a_group_send_on_one_redis_is_two_scripts(self):
+        async def run():
+            channel = await self.layer.new_channel()
+            await self.layer.group_add("feed.3", channel)
+            self.client.config_resetstat()
+            await self.layer.group_send("feed.3", {"type": "event", "seq": 1})
+            commands = self.commands()
+            return commands, await asyncio.wait_for(self.layer.receive(channel), 5)
+
+        commands, received = async_to_sync(run)()
+        self.assertEqual(commands["eval"], 2)
+        self.assertNotIn("exec", commands)  # no pipeline of its own
+        self.assertEqual(received, {"type": "event", "seq": 1})
+
+    def test_a_group_send_drops_expired_members_and_respects_the_channels_capacity(self):
+        layer = LiveChannelLayer(hosts=[self.redis.url], prefix="layer-test", capacity=2, group_expiry=60)
+
+        async def run():
+            stale, live = await layer.new_channel(), await layer.new_channel()
+            # A member nobody refreshed for longer than group_expiry, and one just added.
+            self.client.zadd(layer._group_key("feed.4"), {stale: time.time() - 120})
+            await layer.group_add("feed.4", live)
+            for seq in range(1, 4):
+                await layer.group_send("feed.4", {"type": "event", "seq": seq})
+            members = self.client.zrange(layer._group_key("feed.4"), 0, -1)
+            received = [await asyncio.wait_for(layer.receive(live), 5) for _ in range(2)]
+            return members, received
+
+        members, received = async_to_sync(run)()
+        self.assertEqual(len(members), 1, "the expired member is still in the group")
+        # The third message found the channel full (capacity 2): it is dropped, as by the core layer.
+        self.assertEqual([message["seq"] for message in received], [1, 2])
+        self.assertEqual(self.client.keys("layer-test*!"), [], "the channel's key still holds messages")
