@@ -107,6 +107,24 @@ class StartupCheckTests(SimpleTestCase):
             self.assertEqual(checks.daphne_option_messages(), [])
 
 
+class HandshakeLoggingTests(SimpleTestCase):
+    def test_autobahn_formats_a_sockets_options_only_while_it_logs_at_debug_level(self):
+        """autobahn pretty-prints every new socket's options for a debug line: skipped unless debug is on."""
+        import txaio
+        from autobahn.websocket import protocol as autobahn_protocol
+
+        from notifications.server_adapter.daphne import _pformat_when_debugging
+
+        level = txaio.get_global_log_level()
+        self.addCleanup(txaio.set_global_log_level, level)
+        options = [("autoPingInterval", 0, "WebSocketServerFactory")]
+        with mock.patch.object(autobahn_protocol, "pformat", _pformat_when_debugging):
+            txaio.set_global_log_level("info")
+            self.assertEqual(autobahn_protocol.pformat(options), "")
+            txaio.set_global_log_level("debug")
+            self.assertEqual(autobahn_protocol.pformat(options), "[('autoPingInterval', 0, 'WebSocketServerFactory')]")
+
+
 class DaphneOptionWarningTests(SimpleTestCase):
     def test_daphne_started_without_the_size_options_says_so_at_start(self):
         """A plain `daphne -p ...` (1 MiB messages) logs livefeed.W102 before it listens."""
