@@ -75,7 +75,7 @@ class ServerLogTests(MultiInstanceTestCase):
         entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
         messages = [entry["message"] for entry in entries]
         self.assertTrue(any(m.startswith("Database: sqlite") or m.startswith("Database: postgresql") for m in messages), messages)
-        self.assertTrue(any(m.startswith("Channel layer: channels_redis") for m in messages), messages)
+        self.assertTrue(any(m.startswith("Channel layer: notifications.layer.LiveChannelLayer on Redis") for m in messages), messages)
         redis_line = next(m for m in messages if m.startswith("Redis: "))
         self.assertIn(f"redis://127.0.0.1:{self.redis.port}/0", redis_line)
         limits = next(m for m in messages if m.startswith("Limits: "))

@@ -305,7 +305,7 @@ class DroppedEventsTests(MultiInstanceTestMixin, MultiInstanceTestCase):
         for reader in readers:
             reader.wait_for_seq(100, DELIVERY_TIMEOUT)
         self.assertEveryReaderGetsAll(readers, 100, via=a)
-        # channels_redis logs each group_send that found a channel full: the burst did lose live events.
+        # The channel layer logs each group send that found a channel full: the burst did lose live events.
         self.assertTrue(
             "over capacity" in a.log_since(0),
             f"the channel layer dropped nothing, so the fill from the database went untested\n{self.diagnostics()}",
