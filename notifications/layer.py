@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import defaultdict, deque
+from functools import partial
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer
@@ -55,7 +56,7 @@ class LiveChannelLayer(RedisChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Messages popped for a channel of this process, until its receive takes them.
-        self._received: dict[str, deque[dict[str, Any]]] = {}
+        self._received: defaultdict[str, deque[dict[str, Any]]] = defaultdict(partial(deque, maxlen=self.capacity))
         self._popping: asyncio.Lock | None = None
         self._popping_loop: asyncio.AbstractEventLoop | None = None
 
@@ -86,7 +87,7 @@ class LiveChannelLayer(RedisChannelLayer):
             message: dict[str, Any] = await super().receive(channel)
             return message
         assert self.require_valid_channel_name(channel)
-        waiting = self._received.setdefault(channel, deque(maxlen=self.capacity))
+        waiting = self._received[channel]
         # A process's channels share one Redis key: one receive pops at a time, and what it
         # pops for another channel waits here for that channel's receive.
         while not waiting:
@@ -110,6 +111,4 @@ class LiveChannelLayer(RedisChannelLayer):
         targets = message.pop("__asgi_channel__", [])
         targets = targets if isinstance(targets, list) else [targets]
         for target in targets:
-            self._received.setdefault(target, deque(maxlen=self.capacity)).append(
-                message if len(targets) == 1 else dict(message)
-            )
+            self._received[target].append(message if len(targets) == 1 else dict(message))

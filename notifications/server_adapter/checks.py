@@ -20,6 +20,8 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from notifications.server_adapter.sockets import fast_path
+
 TAG = "server_adapter"
 
 
@@ -142,8 +144,6 @@ def _safely(probe: Callable[[], list[str]]) -> list[str]:
 @register(TAG)
 def check_server_internals(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Report the private names of daphne, Twisted, autobahn and asgiref that are missing."""
-    from notifications.server_adapter.sockets import fast_path
-
     messages: list[CheckMessage] = []
     required = _safely(_required)
     if required:
@@ -154,28 +154,27 @@ def check_server_internals(app_configs: Any = None, **kwargs: Any) -> list[Check
                 id="livefeed.E101",
             )
         )
-    optional = _safely(_fast_path)
-    fast_path["raw_writes"] = not optional
-    if optional:
-        messages.append(
-            Warning(
-                f"Fast path OFF (frames go through autobahn's sendPreparedMessage): missing {', '.join(optional)}",
-                hint="Install the versions pinned in requirements.txt to write prepared frames straight to sockets.",
-                id="livefeed.W101",
-            )
-        )
-    slim = _safely(_slim_sockets)
-    fast_path["slim_sockets"] = not slim
-    if slim:
-        messages.append(
-            Warning(
-                f"Open WebSockets keep their handshake state (more memory per socket): missing {', '.join(slim)}",
-                hint="Install the versions pinned in requirements.txt.",
-                id="livefeed.W103",
-            )
-        )
+    messages += _optional(
+        _fast_path, "raw_writes", "Fast path OFF (frames go through autobahn's sendPreparedMessage)",
+        hint="Install the versions pinned in requirements.txt to write prepared frames straight to sockets.",
+        id="livefeed.W101",
+    )
+    messages += _optional(
+        _slim_sockets, "slim_sockets", "Open WebSockets keep their handshake state (more memory per socket)",
+        hint="Install the versions pinned in requirements.txt.",
+        id="livefeed.W103",
+    )
     messages.extend(daphne_option_messages())
     return messages
+
+
+def _optional(probe: Callable[[], list[str]], switch: str, off: str, *, hint: str, id: str) -> list[CheckMessage]:
+    """Turn an optional part (``fast_path[switch]``) on if its probe finds every name, else off with a warning."""
+    missing = _safely(probe)
+    fast_path[switch] = not missing
+    if not missing:
+        return []
+    return [Warning(f"{off}: missing {', '.join(missing)}", hint=hint, id=id)]
 
 
 # The daphne options the process was started with (set by daphne.py when Server.run starts).

@@ -131,7 +131,10 @@ def install() -> None:
 
 
 def _pformat_when_debugging(obj: Any, *args: Any, **kwargs: Any) -> str:
-    """autobahn's pformat: the text is only ever logged at debug level, so only then is it made."""
+    """autobahn's pformat: its texts are debug log lines, so they are made only at debug level.
+
+    (Its one other use, ``Timings.__str__``, reads as "" otherwise; daphne never turns timings on.)
+    """
     if txaio.get_global_log_level() in ("debug", "trace"):  # type: ignore[attr-defined]
         return pprint.pformat(obj, *args, **kwargs)
     return ""
