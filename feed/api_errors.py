@@ -18,7 +18,8 @@ from ninja.parser import Parser
 
 from feed.api_auth import CsrfFailed, InvalidToken
 from feed.ratelimit import RateLimited
-from feed.services import FeedAccessDenied, IdempotencyKeyInvalid, IdempotencyKeyReused
+from feed.idempotency import IdempotencyKeyInvalid, IdempotencyKeyReused
+from feed.services import FeedAccessDenied
 from livefeed.limits import too_large_detail
 
 if TYPE_CHECKING:

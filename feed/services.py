@@ -1,15 +1,8 @@
 """Writes. Every comment is created here, by the form view and the API alike."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
-import threading
-import time
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -18,11 +11,19 @@ from django.db.models import Field, Q
 from django.http import Http404
 from django.utils import timezone
 
+from feed.idempotency import (
+    IDEMPOTENCY_KEY_TTL,
+    PostResult,
+    idempotency_key_check,
+    idempotency_keys_purge_expired,
+    idempotent_result_find,
+    purge_is_due,
+    request_fingerprint,
+)
 from feed.mentions import active_users_named, mention_candidates, mentions_looked_up_once
 from feed.models import (
     AUTHOR_MAX_LENGTH,
     BODY_MAX_LENGTH,
-    IDEMPOTENCY_KEY_MAX_LENGTH,
     Comment,
     Event,
     Feed,
@@ -249,67 +250,7 @@ def _publish(comment: Comment) -> None:
         publish_comment_created(comment)
 
 
-# --- Idempotent posts ----------------------------------------------------------
-
-IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
-# Expired keys are purged after an idempotent post at most this often per process.
-IDEMPOTENCY_PURGE_INTERVAL = 300.0
-_purge_lock = threading.Lock()
-_purge_due = 0.0  # time.monotonic() of the next purge
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,%d}$" % IDEMPOTENCY_KEY_MAX_LENGTH)
-
-
-class IdempotencyKeyInvalid(Exception):
-    """The Idempotency-Key header is empty, too long or not printable ASCII (400)."""
-
-
-class IdempotencyKeyReused(Exception):
-    """The key was first used with a different request (422)."""
-
-
-@dataclass(frozen=True)
-class PostResult:
-    """The answer to a post: its status and the comment as JSON, maybe a stored earlier answer."""
-
-    status: int
-    body: dict[str, Any]
-    replayed: bool  # True: the answer of an earlier request with this key; nothing was created
-
-
-def idempotency_key_check(key: str) -> str:
-    """Return the key if it is usable, else raise IdempotencyKeyInvalid."""
-    if not _IDEMPOTENCY_KEY.match(key):
-        raise IdempotencyKeyInvalid(
-            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters (a UUID is ideal)."
-        )
-    return key
-
-
-def _fingerprint(*, feed: Feed, author: str, body: str, reply_to: int | None = None) -> str:
-    # reply_to is appended only when set, so keys stored before it was part of the
-    # fingerprint still match their retries.
-    parts: list[object] = [feed.slug, author, body] + ([reply_to] if reply_to is not None else [])
-    request = json.dumps(parts, ensure_ascii=False)
-    return hashlib.sha256(request.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def idempotent_result_find(
-    *, client: str, key: str, feed: Feed, author: str, body: str, reply_to: int | None = None
-) -> PostResult | None:
-    """Return the stored answer for (client, key) if it has not expired.
-
-    Raise IdempotencyKeyReused if the key was first used with another request.
-    """
-    cutoff = timezone.now() - IDEMPOTENCY_KEY_TTL
-    record = IdempotencyKey.objects.filter(client=client, key=key, created_at__gte=cutoff).first()
-    if record is None:
-        return None
-    if record.fingerprint != _fingerprint(feed=feed, author=author, body=body, reply_to=reply_to):
-        raise IdempotencyKeyReused(
-            "This Idempotency-Key was already used with a different request; use a new key for a new comment."
-        )
-    return PostResult(status=record.response_status, body=record.response_body, replayed=True)
-
+# --- Idempotent posts (the key store: feed.idempotency) ---------------------------
 
 def _comment_insert_once(
     *,
@@ -343,7 +284,7 @@ def _comment_insert_once(
             record = IdempotencyKey.objects.create(
                 client=client,
                 key=key,
-                fingerprint=_fingerprint(feed=feed, author=request_author, body=request_body, reply_to=reply_to),
+                fingerprint=request_fingerprint(feed=feed, author=request_author, body=request_body, reply_to=reply_to),
                 response_status=201,
                 response_body={},
             )
@@ -352,7 +293,7 @@ def _comment_insert_once(
             record.comment = comment
             record.response_body = comment_as_dict(comment)
             record.save(update_fields=["comment", "response_body"])
-            if _purge_is_due():
+            if purge_is_due():
                 transaction.on_commit(_purge_expired_keys_quietly)
     except IntegrityError:
         found = idempotent_result_find(
@@ -362,17 +303,6 @@ def _comment_insert_once(
             raise
         return found
     return PostResult(status=201, body=record.response_body, replayed=False)
-
-
-def _purge_is_due() -> bool:
-    """Return True at most once per IDEMPOTENCY_PURGE_INTERVAL in this process."""
-    global _purge_due
-    now = time.monotonic()
-    with _purge_lock:
-        if now < _purge_due:
-            return False
-        _purge_due = now + IDEMPOTENCY_PURGE_INTERVAL
-        return True
 
 
 def _purge_expired_keys_quietly() -> None:
@@ -424,9 +354,3 @@ def comment_submit(
             feed=feed, request_author=author, request_body=body, author=cleaned_author, body=cleaned_body,
             user=user, client=client, key=idempotency_key, reply_to=reply_to,
         )
-
-
-def idempotency_keys_purge_expired() -> int:
-    """Delete keys older than IDEMPOTENCY_KEY_TTL; return how many."""
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - IDEMPOTENCY_KEY_TTL).delete()
-    return deleted

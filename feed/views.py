@@ -12,13 +12,12 @@ from django.views.decorators.http import require_POST, require_safe
 from django_htmx.middleware import HtmxDetails
 
 from feed.forms import CommentForm
+from feed.idempotency import IdempotencyKeyInvalid, IdempotencyKeyReused
 from feed.models import Comment, Feed
 from feed.moderation import RemovalNotAllowed, comment_remove, feed_is_moderated_by
 from feed.ratelimit import RateLimited, client_identity
 from feed.selectors import comment_get, comment_in_feed, comments_latest, feed_get, feed_get_readable, feeds_readable
 from feed.services import (
-    IdempotencyKeyInvalid,
-    IdempotencyKeyReused,
     PostingNotAllowed,
     comment_submit,
     feed_check_can_post,

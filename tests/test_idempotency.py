@@ -10,14 +10,11 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import TestCase, TransactionTestCase, override_settings
 
-from feed import services
+from feed import idempotency, services
 from feed.models import Comment, Feed, IdempotencyKey
 from feed.ratelimit import RateLimited
-from feed.services import (
-    IdempotencyKeyInvalid,
-    IdempotencyKeyReused,
-    comment_submit,
-)
+from feed.idempotency import IdempotencyKeyInvalid, IdempotencyKeyReused
+from feed.services import comment_submit
 from tests.harness import NO_PROXY, MultiInstanceTestCase, post_comment
 
 
@@ -117,8 +114,8 @@ class IdempotencyPurgeTests(TestCase):
 
     def setUp(self):
         self.feed = Feed.objects.create(slug="open", title="Open", allow_anonymous=True)
-        services._purge_due = 0.0
-        self.addCleanup(setattr, services, "_purge_due", 0.0)
+        idempotency._purge_due = 0.0
+        self.addCleanup(setattr, idempotency, "_purge_due", 0.0)
 
     def post(self, key):
         return comment_submit(feed=self.feed, author="Ann", body=key, client="ip:198.51.100.1", idempotency_key=key)
@@ -136,7 +133,7 @@ class IdempotencyPurgeTests(TestCase):
                 self.post("k2")
                 self.post("k3")
             self.assertEqual(purge.call_count, 1)
-            services._purge_due = 0.0  # the interval is over
+            idempotency._purge_due = 0.0  # the interval is over
             with self.captureOnCommitCallbacks(execute=True):
                 self.post("k4")
             self.assertEqual(purge.call_count, 2)
