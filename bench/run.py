@@ -41,6 +41,7 @@ import psutil  # noqa: E402
 import redis  # noqa: E402
 
 from bench import loadgen, report, scenarios as more, soak, writepath  # noqa: E402
+from bench.profiling import profile_start, profile_stop  # noqa: E402
 from bench.notif_scenario import run_notifications  # noqa: E402
 from bench.scenarios import frame_cost, generator_saturated  # noqa: E402
 from bench.servers import HOST, ROOT, Stack, cpu_seconds, migrate, production_env, rss_bytes, start_node_peer  # noqa: E402
@@ -461,27 +462,11 @@ class Bench:
         }
 
     def start_profile(self, name: str) -> tuple[subprocess.Popen, Path] | None:
-        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        if not Path(py_spy).exists():
-            self.log("py-spy not installed; no profile")
-            return None
-        out = self.system.workdir / f"{name}.collapsed"
-        process = subprocess.Popen(
-            [py_spy, "record", "--pid", str(self.system.stack.servers[0].process.pid), "--format", "raw",
-             "--output", str(out), "--duration", "120", "--rate", "100"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        return process, out
+        return profile_start(self.system.stack.servers[0].process.pid, self.system.workdir / f"{name}.collapsed",
+                             self.log)
 
     def stop_profile(self, profile: tuple[subprocess.Popen, Path]) -> dict[str, Any]:
-        process, out = profile
-        process.send_signal(2)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        return summarise_profile(out)
+        return profile_stop(profile)
 
     async def settle_members(self, baseline: int, timeout: float) -> int:
         """Wait until the groups hold as many members as before; return how many are extra."""
@@ -612,31 +597,6 @@ def brief(phase: dict[str, Any]) -> str:
         f"ooo {phase['out_of_order']:,}, {phase.get('deliveries_per_s')} deliveries/s, latency {phase['latency_ms']}, "
         f"cpu {phase['cpu_percent']}"
     )
-
-
-def summarise_profile(path: Path, top: int = 25) -> dict[str, Any]:
-    """Return the functions holding the most samples (inclusive) from py-spy's collapsed stacks."""
-    if not path.exists():
-        return {"error": "no profile written"}
-    inclusive: dict[str, int] = {}
-    own: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        try:
-            count = int(count_text)
-        except ValueError:
-            continue
-        total += count
-        frames = stack.split(";")
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-
-    def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
-        return [(name, round(100 * n / total, 1)) for name, n in sorted(table.items(), key=lambda i: -i[1])[:top]]
-
-    return {"samples": total, "file": str(path), "inclusive_percent": ranked(inclusive), "self_percent": ranked(own)}
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen
+from bench.profiling import profile_start, profile_stop
 from bench.servers import HOST, Stack, cpu_seconds, migrate, production_env
 
 SYSTEMS = {
@@ -77,15 +78,19 @@ async def _one(args: argparse.Namespace, workdir: Path, name: str, application: 
         servers = [s.ps for s in stack.servers]
         before = sum(cpu_seconds(servers).values())
         log(f"write path: {name}: {args.write_posts} posts, no readers")
+        profile = (profile_start(stack.servers[0].process.pid, workdir / "write-path.collapsed", log, gil_only=True)
+                   if args.py_spy else None)
         timed = poster()
         posted = await timed.run(count=args.write_posts, rate=None, max_seconds=args.post_max)
         await timed.close()
         used = sum(cpu_seconds(servers).values()) - before
+        profiled = {"profile": profile_stop(profile)} if profile else {}
         rate = round(posted["posted"] / posted["seconds"], 1) if posted["seconds"] else None
         log(f"write path: {name}: {rate} posts/s, errors {posted['errors']}")
         return {"posts": posted, "posts_per_s": rate,
                 "server_cpu_ms_per_post": round(1000 * used / posted["posted"], 2) if posted["posted"] else None,
-                "server_cpu_percent": round(100 * used / posted["seconds"], 1) if posted["seconds"] else None}
+                "server_cpu_percent": round(100 * used / posted["seconds"], 1) if posted["seconds"] else None,
+                **profiled}
     finally:
         stack.stop()
         await asyncio.sleep(0.5)

@@ -1,12 +1,14 @@
 """Writes. Every comment is created here, by the form view and the API alike."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Field, Q
 from django.http import Http404
 from django.utils import timezone
@@ -153,16 +155,19 @@ def _is_registered_username(name: str) -> bool:
     Every guest post asks this, so it is one plain statement: compiling the ORM's query took
     more CPU than PostgreSQL took to answer it from accounts' UPPER(username) index.
     """
+    with connection.cursor() as cursor:
+        cursor.execute(_registered_username_sql(), [name])
+        return cursor.fetchone() is not None
+
+
+@functools.cache
+def _registered_username_sql() -> str:
     model = get_user_model()
     quote = connection.ops.quote_name
     field = model._meta.get_field(model.USERNAME_FIELD)
     assert isinstance(field, Field)
     column = quote(field.column)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {quote(model._meta.db_table)} WHERE UPPER({column}) = UPPER(%s) LIMIT 1", [name]
-        )
-        return cursor.fetchone() is not None
+    return f"SELECT 1 FROM {quote(model._meta.db_table)} WHERE UPPER({column}) = UPPER(%s) LIMIT 1"
 
 
 def comment_create(
@@ -196,10 +201,14 @@ def _comment_insert(
     The notifications it causes are saved in the same transaction: the comment and all of
     them exist, or none do.
     """
-    from notifications.services import notifications_create_for_comment
+    from notifications.services import comment_notifies_nobody, notifications_create_for_comment
 
     active_users_named(mention_candidates(body))  # who is mentioned: looked up before the write lock is taken
-    with transaction.atomic():
+    # On PostgreSQL a comment that answers and notifies nobody is one statement, which is its own
+    # transaction: the feed row's lock, which every post to the feed waits for, is then held only
+    # while PostgreSQL runs it, not across round trips and a COMMIT.
+    one_statement = connection.vendor == "postgresql" and comment_notifies_nobody(body=body, reply_to_id=reply_to)
+    with contextlib.nullcontext() if one_statement else transaction.atomic():
         parent = None
         if reply_to is not None:
             parent = (
@@ -209,28 +218,95 @@ def _comment_insert(
             )
             if parent is None:  # deleted or removed since it was checked
                 raise ValidationError({"reply_to": ["This is not a comment of this feed."]})
-        seq = _feed_next_seq(feed_id=feed.pk)  # the comment's seq is its created event's seq
-        comment = Comment.objects.create(
+        comment = _comment_and_event_save(
             feed=feed,
-            seq=seq,
             author=author,
             body=body,
             user=user if user is not None and user.is_authenticated else None,
             reply_to=parent,
         )
-        Event.objects.create(feed=feed, seq=seq, kind=Event.Kind.COMMENT_CREATED, comment=comment)
         transaction.on_commit(lambda: _publish(comment))
         notifications_create_for_comment(comment=comment)
-    feed.last_seq = seq
+    feed.last_seq = comment.seq
     return comment
 
 
-def _feed_next_seq(*, feed_id: int) -> int:
-    """Number the feed's next event: add one to its last_seq and return it, in one statement.
+def _comment_and_event_save(
+    *,
+    feed: Feed,
+    author: str,
+    body: str,
+    user: User | None,
+    reply_to: Comment | None,
+) -> Comment:
+    """Number the feed's next event and save the comment and its created event with that seq.
 
-    Call it inside the transaction that saves the event. The UPDATE locks the feed's row until
-    that transaction ends, which serialises the feed's changes: seqs have no gaps, and event N
-    commits before event N+1 can be numbered. (RETURNING: PostgreSQL, and SQLite 3.35+.)
+    The comment's seq is its created event's seq. Numbering adds one to the feed's last_seq
+    with an UPDATE, whose row lock lasts until the transaction ends: that serialises the
+    feed's changes, so seqs have no gaps and event N commits before event N+1 is numbered.
+    On PostgreSQL all three writes are one statement (one round trip); elsewhere three,
+    which the caller wraps in a transaction.
+    """
+    created_at = timezone.now()
+    if connection.vendor != "postgresql":
+        seq = _feed_next_seq(feed_id=feed.pk)
+        comment = Comment.objects.create(
+            feed=feed, seq=seq, author=author, body=body, user=user, reply_to=reply_to, created_at=created_at
+        )
+        Event.objects.create(feed=feed, seq=seq, kind=Event.Kind.COMMENT_CREATED, comment=comment, created_at=created_at)
+        return comment
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _numbered_comment_insert_sql(),
+            [feed.pk, author, body, user.pk if user else None, reply_to.pk if reply_to else None,
+             created_at, Event.Kind.COMMENT_CREATED],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Feed.DoesNotExist(f"feed {feed.pk} was deleted")
+    comment = Comment(
+        id=row[0], feed=feed, seq=row[1], author=author, body=body, user=user, reply_to=reply_to, created_at=created_at
+    )
+    comment._state.adding = False
+    comment._state.db = connection.alias
+    return comment
+
+
+@functools.cache
+def _numbered_comment_insert_sql() -> str:
+    """Return PostgreSQL's one statement for _comment_and_event_save: it returns (comment id, seq),
+    or no row when the feed is gone. Parameters: feed id, author, body, user id, reply-to id,
+    created_at, event kind."""
+    quote = connection.ops.quote_name
+
+    def table(model: type[models.Model]) -> str:
+        return quote(model._meta.db_table)
+
+    def column(model: type[models.Model], name: str) -> str:
+        field = model._meta.get_field(name)
+        assert isinstance(field, Field)
+        return quote(field.column)
+
+    c, e = Comment, Event
+    comment_columns = ", ".join(column(c, name) for name in ("feed", "seq", "author", "body", "user", "reply_to", "created_at"))
+    event_columns = ", ".join(column(e, name) for name in ("feed", "seq", "kind", "comment", "created_at"))
+    last_seq, feed_id = column(Feed, "last_seq"), column(Feed, "id")
+    return (
+        f"WITH numbered AS (UPDATE {table(Feed)} SET {last_seq} = {last_seq} + 1 WHERE {feed_id} = %s"
+        f" RETURNING {feed_id} AS feed_id, {last_seq} AS seq),"
+        f" saved AS (INSERT INTO {table(c)} ({comment_columns})"
+        f" SELECT feed_id, seq, %s, %s, %s, %s, %s FROM numbered"
+        f" RETURNING {column(c, 'id')} AS id, {column(c, 'feed')} AS feed_id, {column(c, 'seq')} AS seq,"
+        f" {column(c, 'created_at')} AS created_at)"
+        f" INSERT INTO {table(e)} ({event_columns}) SELECT feed_id, seq, %s, id, created_at FROM saved"
+        f" RETURNING {column(e, 'comment')}, {column(e, 'seq')}"
+    )
+
+
+def _feed_next_seq(*, feed_id: int) -> int:
+    """Add one to the feed's last_seq and return it, in one statement (see _comment_and_event_save).
+
+    (RETURNING: PostgreSQL, and SQLite 3.35+.)
     """
     table = connection.ops.quote_name(Feed._meta.db_table)
     with connection.cursor() as cursor:

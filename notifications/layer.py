@@ -9,7 +9,7 @@ read can lose one (a hub's receive is cancelled only when the process stops). Me
 the benchmark machine: 1,056 µs of CPU per received message with the core layer's receive,
 256 µs with this one; each instance receives every comment of the feeds it serves.
 
-A group send on one Redis (one server, or Sentinel's master) is two scripts instead of four
+A group send on one Redis (one server, or Sentinel's master) is one script instead of four
 round trips; with several shards the core layer's own group_send runs. Groups, capacity,
 expiry, sharding and Sentinel are otherwise the core layer's, unchanged.
 """
@@ -26,29 +26,57 @@ from channels_redis.core import RedisChannelLayer
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] the group; ARGV[1] the oldest membership score kept. Returns the members left.
-_GROUP_MEMBERS = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-"""
-# KEYS the channels' keys; ARGV their messages, their capacities, then the oldest message
-# score kept, the time and the keys' expiry. The core layer's send script, with the expiry of
-# old messages (a round trip of its own there) folded in. Returns how many were over capacity.
+# KEYS[1] the group. ARGV: the oldest membership score kept, the key prefix, the message
+# (msgpack, a map) with its random prefix's length, the keys' capacity, the oldest message
+# score kept, the time and the keys' expiry. One script does what the core layer does in
+# four round trips: drop expired members, read the members, and send each channel key the
+# message with its channels in `__asgi_channel__` (a process's channels share one key:
+# "specific.<process>!" + suffix), as the core layer's _map_channel_keys_to_connection
+# builds it, and only if the key is under capacity. Returns {members, keys over capacity}.
 _GROUP_SEND = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #members == 0 then return {0, 0} end
+local prefix, message, prefix_length = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local capacity, oldest, now, expiry = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local random_prefix = string.sub(message, 1, prefix_length)
+local packed = string.sub(message, prefix_length + 1)
+local first, entries, rest = string.byte(packed, 1), 0, ''
+if first >= 0x80 and first <= 0x8f then
+    entries, rest = first - 0x80, string.sub(packed, 2)
+elseif first == 0xde then
+    entries, rest = string.byte(packed, 2) * 256 + string.byte(packed, 3), string.sub(packed, 4)
+else
+    return redis.error_reply('group_send: the message is not a msgpack map')
+end
+local header
+if entries + 1 <= 15 then
+    header = string.char(0x80 + entries + 1)
+else
+    header = string.char(0xde, math.floor((entries + 1) / 256), (entries + 1) % 256)
+end
+local order, channels = {}, {}
+for _, member in ipairs(members) do
+    local bang = string.find(member, '!', 1, true)
+    local key = prefix .. (bang and string.sub(member, 1, bang) or member)
+    if channels[key] == nil then
+        channels[key] = {}
+        order[#order + 1] = key
+    end
+    table.insert(channels[key], member)
+end
 local over_capacity = 0
-local oldest = ARGV[#ARGV - 2]
-local current_time = ARGV[#ARGV - 1]
-local expiry = ARGV[#ARGV]
-for i=1,#KEYS do
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, oldest)
-    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
-        redis.call('ZADD', KEYS[i], current_time, ARGV[i])
-        redis.call('EXPIRE', KEYS[i], expiry)
+for _, key in ipairs(order) do
+    redis.call('ZREMRANGEBYSCORE', key, 0, oldest)
+    if redis.call('ZCOUNT', key, '-inf', '+inf') < capacity then
+        local body = random_prefix .. header .. cmsgpack.pack('__asgi_channel__') .. cmsgpack.pack(channels[key]) .. rest
+        redis.call('ZADD', key, now, body)
+        redis.call('EXPIRE', key, expiry)
     else
         over_capacity = over_capacity + 1
     end
 end
-return over_capacity
+return {#members, over_capacity}
 """
 
 
@@ -61,25 +89,22 @@ class LiveChannelLayer(RedisChannelLayer):
         self._popping_loop: asyncio.AbstractEventLoop | None = None
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        """Send the message to every channel of the group: two scripts on one Redis."""
-        if self.ring_size != 1:
+        """Send the message to every channel of the group: one script on one Redis.
+
+        Several shards, encryption or per-channel capacities: the core layer's group_send.
+        """
+        if self.ring_size != 1 or self._serializer.crypter is not None or self.channel_capacity:
             await super().group_send(group, message)
             return
         assert self.require_valid_group_name(group), "Group name not valid"
-        connection = self.connection(0)
-        members = await connection.eval(_GROUP_MEMBERS, 1, self._group_key(group), int(time.time()) - self.group_expiry)
-        if not members:
-            return
-        channel_names = [member.decode("utf8") for member in members]
-        keys_by_connection, messages, capacities = self._map_channel_keys_to_connection(channel_names, message)
-        keys = keys_by_connection[0]
         now = time.time()
-        over_capacity = await connection.eval(
-            _GROUP_SEND, len(keys), *keys, *[messages[key] for key in keys], *[capacities[key] for key in keys],
-            int(now) - int(self.expiry), now, self.expiry,
+        members, over_capacity = await self.connection(0).eval(
+            _GROUP_SEND, 1, self._group_key(group),
+            int(now) - self.group_expiry, self.prefix, self.serialize(message),
+            self._serializer.random_prefix_length, self.capacity, int(now) - int(self.expiry), now, self.expiry,
         )
         if over_capacity:
-            logger.info("%s of %s channels over capacity in group %s", over_capacity, len(channel_names), group)
+            logger.info("%s of %s channels over capacity in group %s", over_capacity, members, group)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Return the next message of a process-local channel: one BZPOPMIN per message."""

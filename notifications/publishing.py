@@ -140,7 +140,8 @@ class _Send:
 
     async def run(self) -> None:
         try:
-            await asyncio.wait_for(self.layer.group_send(self.group, self.event), self.conf.layer_timeout)
+            async with asyncio.timeout(self.conf.layer_timeout):  # unlike wait_for, no task of its own
+                await self.layer.group_send(self.group, self.event)
         except Exception:
             self._failed("the channel layer failed", exc_info=True)
         else:

@@ -46,6 +46,11 @@ def _recipients(*, comment: Comment, feed: Feed) -> list[tuple[User, str]]:
     return chosen
 
 
+def comment_notifies_nobody(*, body: str, reply_to_id: int | None) -> bool:
+    """Return whether a comment certainly notifies nobody: it answers no comment and has no `@`."""
+    return reply_to_id is None and "@" not in body
+
+
 def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
     """Save the notifications a new comment causes, each with its user's next seq.
 
@@ -54,7 +59,7 @@ def notifications_create_for_comment(*, comment: Comment) -> list[Notification]:
     user-id order, so concurrent comments notifying the same people cannot deadlock. Each
     notification is published to its user once the transaction commits.
     """
-    if comment.reply_to_id is None and "@" not in comment.body:
+    if comment_notifies_nobody(body=comment.body, reply_to_id=comment.reply_to_id):
         return []
     feed = Feed.objects.get(pk=comment.feed_id)
     recipients = sorted(_recipients(comment=comment, feed=feed), key=lambda pair: pair[0].pk)

@@ -1,6 +1,7 @@
-"""comment_create: validation, permissions, gap-free seq under concurrency (publishing: test_publishing)."""
+"""comment_create: validation, permissions, gap-free seq under concurrency, PostgreSQL's one-statement
+save (publishing: test_publishing)."""
 import threading
-from unittest import skipUnless
+from unittest import mock, skipUnless
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -9,8 +10,9 @@ from django.http import Http404
 from django.test import TestCase, TransactionTestCase
 from django.test.utils import CaptureQueriesContext
 
-from feed.models import AUTHOR_MAX_LENGTH, BODY_MAX_LENGTH, Comment, Feed
+from feed.models import AUTHOR_MAX_LENGTH, BODY_MAX_LENGTH, Comment, Event, Feed
 from feed.services import ReadingNotAllowed, _is_registered_username, comment_create
+from notifications.models import Notification
 
 
 class CommentCreateTests(TestCase):
@@ -152,3 +154,53 @@ class RegisteredNameLookupTests(TestCase):
             cursor.execute(f"EXPLAIN {queries[0]['sql']}")
             plan = "\n".join(row[0] for row in cursor.fetchall())
         self.assertIn("accounts_user_username_upper", plan)
+
+
+@skipUnless(connection.vendor == "postgresql", "the one-statement save is PostgreSQL's: run with DATABASE_URL=postgres://...")
+class OneStatementSaveTests(TransactionTestCase):
+    """On PostgreSQL a comment that answers and notifies nobody is saved by one statement, which
+    is its own transaction: the feed row's lock is held only while PostgreSQL runs it."""
+
+    def setUp(self):
+        self.feed = Feed.objects.create(slug="open", title="Open", allow_anonymous=True)
+
+    def writes(self, queries):
+        return [q["sql"] for q in queries if not q["sql"].lstrip().upper().startswith("SELECT")]
+
+    def test_a_plain_comment_is_one_statement_outside_any_transaction(self):
+        with CaptureQueriesContext(connection) as queries:
+            comment = comment_create(feed=self.feed, author="ann", body="plain")
+        self.assertEqual(len(self.writes(queries)), 1, self.writes(queries))
+        self.assertTrue(self.writes(queries)[0].startswith("WITH numbered AS (UPDATE"))
+        self.assertTrue(connection.get_autocommit())
+        # What the statement saved is what the returned comment says, and its event carries its seq.
+        saved = Comment.objects.get(pk=comment.pk)
+        self.assertEqual(
+            (saved.feed_id, saved.seq, saved.author, saved.body, saved.user_id, saved.reply_to_id, saved.created_at),
+            (self.feed.pk, 1, "ann", "plain", None, None, comment.created_at),
+        )
+        event = Event.objects.get(feed=self.feed, seq=1)
+        self.assertEqual((event.kind, event.comment_id, event.created_at), ("comment.created", comment.pk, comment.created_at))
+        self.feed.refresh_from_db()
+        self.assertEqual(self.feed.last_seq, 1)
+
+    def test_a_reply_and_its_notification_are_saved_together_or_not_at_all(self):
+        """A reply notifies the parent's author, so it is not one statement: when saving the
+        notification fails, the reply and its seq are rolled back with it."""
+        ann = get_user_model().objects.create_user("ann")
+        parent = comment_create(feed=self.feed, author="ann", body="first", user=ann)
+        with mock.patch("notifications.services._counters_bumped", side_effect=RuntimeError("disk full")):
+            with self.assertRaises(RuntimeError):
+                comment_create(feed=self.feed, author="guest", body="lost answer", reply_to=parent.pk)
+        self.assertFalse(Comment.objects.filter(body="lost answer").exists())
+        self.assertFalse(Event.objects.filter(seq=2).exists())
+        reply = comment_create(feed=self.feed, author="guest", body="answer", reply_to=parent.pk)
+        self.assertEqual((reply.seq, reply.reply_to_id), (2, parent.pk))
+        self.assertEqual(Notification.objects.get(user=ann).comment_id, reply.pk)
+
+    def test_a_comment_of_a_deleted_feed_saves_nothing(self):
+        gone = Feed.objects.create(slug="gone", title="Gone", allow_anonymous=True)
+        Feed.objects.filter(pk=gone.pk).delete()
+        with self.assertRaises(Feed.DoesNotExist):
+            comment_create(feed=gone, author="ann", body="too late")
+        self.assertFalse(Comment.objects.filter(feed_id=gone.pk).exists())
