@@ -1,11 +1,12 @@
 """The one representation of a comment: its JSON shape and its HTML markup."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any
 
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import dateformat
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
@@ -13,7 +14,7 @@ from django.utils.timezone import localtime
 
 from feed.mentions import render_body
 
-from feed.models import Comment, Event
+from feed.models import Comment, Event, Feed
 
 # The version of every event envelope (`"v"`), on the WebSocket and in the API's event list.
 EVENT_VERSION = 1
@@ -93,7 +94,7 @@ def render_comment(
     if comment.removed:
         parts.append('<p class="comment-body comment-removed-note">This comment was removed.</p>')
     else:
-        page = escape(comment.feed.get_absolute_url())
+        page, remove_url = _feed_urls(get_script_prefix(), comment.feed.slug)
         parts.append(
             f'<p class="comment-body">{render_body(comment.body)}</p>\n'
             f'  <div class="comment-actions"><a class="reply-link" href="{page}?reply_to={comment.pk}#comment-form"'
@@ -101,7 +102,7 @@ def render_comment(
             f'Reply<span class="visually-hidden"> to {author}</span></a>\n    \n    '
         )
         if not on_page or moderating or (viewer_id and comment.user_id == viewer_id):
-            remove = escape(reverse("feed:comment_remove", args=[comment.feed.slug, comment.pk]))
+            remove = f"{remove_url[0]}{comment.pk}{remove_url[1]}"
             token = (
                 f'<input type="hidden" name="csrfmiddlewaretoken" value="{escape(csrf_token)}">'
                 if csrf_token and csrf_token != "NOTPROVIDED"
@@ -117,3 +118,15 @@ def render_comment(
         parts.append("</div>")
     parts.append("\n</article>\n")
     return mark_safe("".join(parts))  # every user string above is escaped
+
+
+@functools.lru_cache(maxsize=1024)
+def _feed_urls(script_prefix: str, slug: str) -> tuple[str, tuple[str, str]]:
+    """Return a feed's page URL and its comment-removal URL split around the comment's id, escaped.
+
+    Reversing the two took half the CPU of rendering a comment, and they depend only on the
+    slug and on the script prefix, which reverse() reads.
+    """
+    marker = 10**18  # any number: the id is the URL's last number, so the last match is its place
+    head, _, tail = reverse("feed:comment_remove", args=[slug, marker]).rpartition(str(marker))
+    return escape(Feed(slug=slug).get_absolute_url()), (escape(head), escape(tail))

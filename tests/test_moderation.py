@@ -167,6 +167,21 @@ class LiveFrameTests(ModerationTestCase):
         self.assertIn(" hidden>", html)
         self.assertNotIn("csrfmiddlewaretoken", html, "the page's hx-headers carry the CSRF token")
 
+    def test_the_frames_links_name_the_comment_and_follow_the_script_prefix(self):
+        """The reply link and remove action carry each comment's own id, under the site's script prefix."""
+        from django.urls import set_script_prefix
+
+        from feed.rendering import render_comment
+
+        first, second = self.post(), self.post(feed=self.club, user=self.ann)
+        self.assertIn(f'action="/feeds/talk/comments/{first.pk}/remove/"', render_comment(first))
+        self.assertIn(f'href="/feeds/club/?reply_to={second.pk}#comment-form"', render_comment(second))
+        self.assertIn(f'action="/feeds/club/comments/{second.pk}/remove/"', render_comment(second))
+        set_script_prefix("/live/")
+        self.addCleanup(set_script_prefix, "/")
+        self.assertIn(f'action="/live/feeds/talk/comments/{first.pk}/remove/"', render_comment(first))
+        self.assertIn(f'hx-get="/live/feeds/talk/?reply_to={first.pk}"', render_comment(first))
+
 
 class EventLogReadTests(ModerationTestCase):
     def test_events_after_returns_creations_and_removals_in_seq_order(self):
