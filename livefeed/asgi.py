@@ -27,7 +27,7 @@ from livefeed.ws_limits import refuse_unrouted  # noqa: E402
 from livefeed.ws_stack import ProtocolRouter, WebSocketStack  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 from notifications.server_adapter.daphne import install as install_server_adapter  # noqa: E402
-from notifications.startup import announce_configuration, check_server_adapter  # noqa: E402
+from notifications.startup import announce_configuration, check_server_adapter, tune_garbage_collector  # noqa: E402
 from ops.heartbeat import start_heartbeat  # noqa: E402
 
 announce_configuration()  # database, channel layer, Redis hosts, limits
@@ -35,6 +35,7 @@ check_server_adapter()  # the private names the adapter needs exist; loud when o
 install_server_adapter()  # frames straight to the socket, slow readers, SIGTERM drain, request limits
 quiet_probes_in_access_log()
 start_heartbeat()  # this process's entry on /ops/
+tune_garbage_collector()  # no full collections while streaming: they stall every socket of the process
 
 # Each app below is an ASGI 3 callable, but the type hints of Django (ASGIHandler), asgiref
 # (whose ASGIApplication includes ASGI 2 classes), types-channels (URLRouter wants its own

@@ -1,6 +1,7 @@
 """What a server says about itself at start-up, and what it refuses to start without."""
 from __future__ import annotations
 
+import gc
 import logging
 
 from django.conf import settings
@@ -85,3 +86,20 @@ def check_server_adapter() -> None:
         (logger.error if message in errors else logger.warning)("%s: %s (%s)", message.id, message.msg, message.hint)
     if errors:
         raise ImproperlyConfigured("; ".join(f"{message.id}: {message.msg}" for message in errors))
+
+
+def tune_garbage_collector() -> None:
+    """Freeze what start-up built and set the collector's thresholds (settings.GC_THRESHOLDS).
+
+    A process serving a few thousand sockets tracks a few hundred thousand objects, and a full
+    collection stops every socket of the process for 100-300 ms. With Python's thresholds
+    (700, 10, 10) full collections came several times a minute while streaming, set off by the
+    events and frames that stay alive a while; with (10,000, 10, 20) they come when the
+    process has grown by a quarter (sockets connecting), not in steady streaming. The modules,
+    classes and functions that start-up built live as long as the process: gc.freeze() takes
+    them out of every later collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*settings.GC_THRESHOLDS)
+    logger.info("Garbage collector: %d start-up objects frozen, thresholds %s", gc.get_freeze_count(), settings.GC_THRESHOLDS)

@@ -66,7 +66,8 @@ class ServerLogTests(MultiInstanceTestCase):
     """A real daphne with LOG_FORMAT=json: every line is JSON, and start-up says what is in force."""
 
     instance_count = 1
-    instance_env = {"LOG_FORMAT": "json", "FEED_POST_RATE": "7/m"}  # a rate to find in the start-up line
+    # A rate and a collector threshold to find in the start-up lines.
+    instance_env = {"LOG_FORMAT": "json", "FEED_POST_RATE": "7/m", "GC_THRESHOLD_1": "11"}
 
     def test_start_up_lines_are_json_and_name_database_layer_redis_and_limits(self):
         instance = self.instances[0]
@@ -81,6 +82,8 @@ class ServerLogTests(MultiInstanceTestCase):
         limits = next(m for m in messages if m.startswith("Limits: "))
         self.assertIn("FEED_POST_RATE=7/m", limits)
         self.assertIn("DATA_UPLOAD_MAX_MEMORY_SIZE=65536", limits)
+        collector = next(m for m in messages if m.startswith("Garbage collector: "))
+        self.assertRegex(collector, r"^Garbage collector: [1-9]\d* start-up objects frozen, thresholds \(10000, 11, 20\)$")
         not_found = next(entry for entry in entries if entry["message"].startswith("Not Found"))
         self.assertEqual(not_found["level"], "WARNING")
         self.assertRegex(not_found["request_id"], r"^[0-9a-f]{32}$")
@@ -91,6 +94,19 @@ class ServerLogTests(MultiInstanceTestCase):
 
 
 class StartupSummaryTests(SimpleTestCase):
+    @override_settings(GC_THRESHOLDS=(1234, 5, 6))
+    def test_the_collector_gets_the_thresholds_and_start_up_objects_are_frozen(self):
+        import gc
+
+        from notifications.startup import tune_garbage_collector
+
+        before = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *before)
+        self.addCleanup(gc.unfreeze)
+        tune_garbage_collector()
+        self.assertEqual(gc.get_threshold(), (1234, 5, 6))
+        self.assertGreater(gc.get_freeze_count(), 1000)
+
     def test_redis_hosts_are_named_without_passwords(self):
         from notifications.startup import redis_hosts
 
