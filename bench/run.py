@@ -101,6 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         more.quick(args)
         args.write_posts = min(args.write_posts, 50)
+        args.write_rounds = 1
         args.readers = min(args.readers, 50)
         args.keep_up_seconds = min(args.keep_up_seconds, 3.0)
         args.full_speed_posts = min(args.full_speed_posts, 30)
