@@ -59,6 +59,7 @@ class Rate:
 class RateLimitDecision:
     allowed: bool
     retry_after: int = 0  # whole seconds to wait before the next post can succeed; 0 if allowed
+    counted_key: str | None = None  # where an allowed action was counted (rate_limit_refund takes it back)
 
 
 def parse_rate(value: str) -> Rate | None:
@@ -233,7 +234,7 @@ def _rate_limit_count(*, scope: str, client: str, rate: Rate, now: float | None)
     previous = cache.get(_window_key(scope, client, window - 1), 0)
     overlap = 1 - elapsed / period
     if previous * overlap + current <= rate.limit:
-        return RateLimitDecision(allowed=True)
+        return RateLimitDecision(allowed=True, counted_key=key)
     try:
         current = cache.decr(key)
     except ValueError:
@@ -265,8 +266,22 @@ class RateLimited(Exception):
         super().__init__(f"Too many posts; try again in {retry_after} second{'s' if retry_after != 1 else ''}.")
 
 
-def post_rate_limit_check(*, client: str) -> None:
+def post_rate_limit_check(*, client: str) -> RateLimitDecision:
     """Count one comment post by `client`; raise RateLimited if it is over FEED_POST_RATE."""
     decision = post_rate_limit_hit(client=client)
     if not decision.allowed:
         raise RateLimited(decision.retry_after)
+    return decision
+
+
+def rate_limit_refund(decision: RateLimitDecision) -> None:
+    """Take back an allowed action's count: it was refused after it was counted. Never raises.
+
+    A count whose window has expired meanwhile is left alone (its key is gone).
+    """
+    if decision.counted_key is None:
+        return
+    try:
+        cache.decr(decision.counted_key)
+    except Exception:  # expired (ValueError), or the cache failing: the count stands, in the client's disfavour
+        logger.debug("Could not take back a rate-limit count", exc_info=True)

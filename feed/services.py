@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -31,7 +31,7 @@ from feed.models import (
     Feed,
     IdempotencyKey,
 )
-from feed.ratelimit import post_rate_limit_check
+from feed.ratelimit import RateLimitDecision, post_rate_limit_check, rate_limit_refund
 from feed.rendering import comment_as_dict
 from feed.text import clean_body, clean_name
 from livefeed.metrics import COMMENTS_CREATED_TOTAL
@@ -114,22 +114,20 @@ def comment_validate(
     body: str,
     user: User | AnonymousUser | None = None,
     reply_to: int | None = None,
+    registered_name_checked_on_save: bool = False,
 ) -> tuple[str, str]:
     """Return the cleaned (author, body), or raise ValidationError with field errors.
 
     A signed-in user's author is their username, whatever they sent; a guest's display name
-    may not be a registered username; `reply_to` must be a comment of the same feed.
+    may not be a registered username; `reply_to` must be a comment of the same feed. With
+    `registered_name_checked_on_save` (the statement that saves the comment refuses such a
+    name: _comment_and_event_save), a guest's name is looked up here only when the post is
+    refused anyway, so that all that is wrong with it is said at once.
     """
     errors: dict[str, list[str]] = {}
     body = clean_body(body or "")
-    if user is not None and user.is_authenticated:
-        author = user.get_username()
-    else:
-        author = clean_name(author or "")
-        if author and _is_registered_username(author):
-            errors.setdefault("author", []).append(
-                "That name belongs to a registered user: sign in as them, or choose another name."
-            )
+    signed_in = user if user is not None and user.is_authenticated else None
+    author = signed_in.get_username() if signed_in is not None else clean_name(author or "")
     if not author:
         errors.setdefault("author", []).append("A display name is required.")
     elif len(author) > AUTHOR_MAX_LENGTH:
@@ -144,9 +142,23 @@ def comment_validate(
             errors.setdefault("reply_to", []).append("This is not a comment of this feed.")
         elif parent[0] is not None:
             errors.setdefault("reply_to", []).append("That comment was removed: it cannot be answered.")
+    if signed_in is None and author and (errors or not registered_name_checked_on_save) and _is_registered_username(author):
+        errors.setdefault("author", []).insert(0, REGISTERED_NAME_REFUSED)
     if errors:
         raise ValidationError(errors)
     return author, body
+
+
+REGISTERED_NAME_REFUSED = "That name belongs to a registered user: sign in as them, or choose another name."
+
+
+def _registered_name_checked_on_save() -> bool:
+    """Return whether the statement that saves a comment refuses a guest's registered name itself.
+
+    On PostgreSQL it does (_numbered_comment_insert_sql): every guest post makes one round
+    trip fewer, and no user can register the name between the check and the save.
+    """
+    return connection.vendor == "postgresql"
 
 
 def _is_registered_username(name: str) -> bool:
@@ -183,7 +195,10 @@ def comment_create(
     Raises PostingNotAllowed or ValidationError; nothing is saved or published then.
     """
     feed_check_can_post(feed=feed, user=user)
-    author, body = comment_validate(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
+    author, body = comment_validate(
+        feed=feed, author=author, body=body, user=user, reply_to=reply_to,
+        registered_name_checked_on_save=_registered_name_checked_on_save(),
+    )
     with mentions_looked_up_once():  # who is notified, and the live frame's marked mentions: one lookup
         return _comment_insert(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
 
@@ -218,12 +233,14 @@ def _comment_insert(
             )
             if parent is None:  # deleted or removed since it was checked
                 raise ValidationError({"reply_to": ["This is not a comment of this feed."]})
+        signed_in = user if user is not None and user.is_authenticated else None
         comment = _comment_and_event_save(
             feed=feed,
             author=author,
             body=body,
-            user=user if user is not None and user.is_authenticated else None,
+            user=signed_in,
             reply_to=parent,
+            refuse_registered_name=signed_in is None and _registered_name_checked_on_save(),
         )
         transaction.on_commit(lambda: _publish(comment))
         notifications_create_for_comment(comment=comment)
@@ -238,6 +255,7 @@ def _comment_and_event_save(
     body: str,
     user: User | None,
     reply_to: Comment | None,
+    refuse_registered_name: bool = False,
 ) -> Comment:
     """Number the feed's next event and save the comment and its created event with that seq.
 
@@ -245,7 +263,9 @@ def _comment_and_event_save(
     with an UPDATE, whose row lock lasts until the transaction ends: that serialises the
     feed's changes, so seqs have no gaps and event N commits before event N+1 is numbered.
     On PostgreSQL all three writes are one statement (one round trip); elsewhere three,
-    which the caller wraps in a transaction.
+    which the caller wraps in a transaction. With `refuse_registered_name` (PostgreSQL) the
+    statement saves nothing if `author` is a registered username, and ValidationError is raised
+    as comment_validate raises it.
     """
     created_at = timezone.now()
     if connection.vendor != "postgresql":
@@ -255,14 +275,17 @@ def _comment_and_event_save(
         )
         Event.objects.create(feed=feed, seq=seq, kind=Event.Kind.COMMENT_CREATED, comment=comment, created_at=created_at)
         return comment
+    guard = [author] if refuse_registered_name else []
     with connection.cursor() as cursor:
         cursor.execute(
-            _numbered_comment_insert_sql(),
-            [feed.pk, author, body, user.pk if user else None, reply_to.pk if reply_to else None,
+            _numbered_comment_insert_sql(guarded=refuse_registered_name),
+            [feed.pk, *guard, author, body, user.pk if user else None, reply_to.pk if reply_to else None,
              created_at, Event.Kind.COMMENT_CREATED],
         )
         row = cursor.fetchone()
     if row is None:
+        if refuse_registered_name and _is_registered_username(author):
+            raise ValidationError({"author": [REGISTERED_NAME_REFUSED]})
         raise Feed.DoesNotExist(f"feed {feed.pk} was deleted")
     comment = Comment(
         id=row[0], feed=feed, seq=row[1], author=author, body=body, user=user, reply_to=reply_to, created_at=created_at
@@ -273,10 +296,11 @@ def _comment_and_event_save(
 
 
 @functools.cache
-def _numbered_comment_insert_sql() -> str:
+def _numbered_comment_insert_sql(*, guarded: bool) -> str:
     """Return PostgreSQL's one statement for _comment_and_event_save: it returns (comment id, seq),
-    or no row when the feed is gone. Parameters: feed id, author, body, user id, reply-to id,
-    created_at, event kind."""
+    or no row when the feed is gone (or, `guarded`, the name is a registered username).
+    Parameters: feed id, (guarded: the name,) author, body, user id, reply-to id, created_at,
+    event kind."""
     quote = connection.ops.quote_name
 
     def table(model: type[models.Model]) -> str:
@@ -291,8 +315,9 @@ def _numbered_comment_insert_sql() -> str:
     comment_columns = ", ".join(column(c, name) for name in ("feed", "seq", "author", "body", "user", "reply_to", "created_at"))
     event_columns = ", ".join(column(e, name) for name in ("feed", "seq", "kind", "comment", "created_at"))
     last_seq, feed_id = column(Feed, "last_seq"), column(Feed, "id")
+    guard = f" AND NOT EXISTS ({_registered_username_sql()})" if guarded else ""
     return (
-        f"WITH numbered AS (UPDATE {table(Feed)} SET {last_seq} = {last_seq} + 1 WHERE {feed_id} = %s"
+        f"WITH numbered AS (UPDATE {table(Feed)} SET {last_seq} = {last_seq} + 1 WHERE {feed_id} = %s{guard}"
         f" RETURNING {feed_id} AS feed_id, {last_seq} AS seq),"
         f" saved AS (INSERT INTO {table(c)} ({comment_columns})"
         f" SELECT feed_id, seq, %s, %s, %s, %s, %s FROM numbered"
@@ -315,6 +340,16 @@ def _feed_next_seq(*, feed_id: int) -> int:
     if row is None:
         raise Feed.DoesNotExist(f"feed {feed_id} was deleted")
     return int(row[0])
+
+
+def _comment_insert_counted(counted: RateLimitDecision, **post: Any) -> Comment:
+    """_comment_insert for a post already counted against the rate limit: a post refused while
+    it is saved (a registered name, a reply whose parent went) is not counted after all."""
+    try:
+        return _comment_insert(**post)
+    except ValidationError:
+        rate_limit_refund(counted)
+        raise
 
 
 def _publish(comment: Comment) -> None:
@@ -364,8 +399,10 @@ def _comment_insert_once(
                 response_status=201,
                 response_body={},
             )
-            post_rate_limit_check(client=client)
-            comment = _comment_insert(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
+            counted = post_rate_limit_check(client=client)
+            comment = _comment_insert_counted(
+                counted, feed=feed, author=author, body=body, user=user, reply_to=reply_to
+            )
             record.comment = comment
             record.response_body = comment_as_dict(comment)
             record.save(update_fields=["comment", "response_body"])
@@ -416,14 +453,15 @@ def comment_submit(
         if found is not None:
             return found
     cleaned_author, cleaned_body = comment_validate(
-        feed=feed, author=author, body=body, user=user, reply_to=reply_to
+        feed=feed, author=author, body=body, user=user, reply_to=reply_to,
+        registered_name_checked_on_save=_registered_name_checked_on_save(),
     )
     # Who is notified, and the live frame's marked mentions: one lookup of the mentioned names.
     with mentions_looked_up_once():
         if idempotency_key is None:
-            post_rate_limit_check(client=client)
-            comment = _comment_insert(
-                feed=feed, author=cleaned_author, body=cleaned_body, user=user, reply_to=reply_to
+            counted = post_rate_limit_check(client=client)
+            comment = _comment_insert_counted(
+                counted, feed=feed, author=cleaned_author, body=cleaned_body, user=user, reply_to=reply_to
             )
             return PostResult(status=201, body=comment_as_dict(comment), replayed=False)
         return _comment_insert_once(

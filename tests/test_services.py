@@ -5,13 +5,21 @@ from unittest import mock, skipUnless
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.core.cache import cache
+from django.db import connection, transaction
 from django.http import Http404
 from django.test import TestCase, TransactionTestCase
 from django.test.utils import CaptureQueriesContext
 
 from feed.models import AUTHOR_MAX_LENGTH, BODY_MAX_LENGTH, Comment, Event, Feed
-from feed.services import ReadingNotAllowed, _is_registered_username, comment_create
+from feed.ratelimit import RateLimited
+from feed.services import (
+    REGISTERED_NAME_REFUSED,
+    ReadingNotAllowed,
+    _is_registered_username,
+    comment_create,
+    comment_submit,
+)
 from notifications.models import Notification
 
 
@@ -168,10 +176,11 @@ class OneStatementSaveTests(TransactionTestCase):
         return [q["sql"] for q in queries if not q["sql"].lstrip().upper().startswith("SELECT")]
 
     def test_a_plain_comment_is_one_statement_outside_any_transaction(self):
+        """A guest's comment: numbering, both rows and the registered-name check are one statement."""
         with CaptureQueriesContext(connection) as queries:
             comment = comment_create(feed=self.feed, author="ann", body="plain")
-        self.assertEqual(len(self.writes(queries)), 1, self.writes(queries))
-        self.assertTrue(self.writes(queries)[0].startswith("WITH numbered AS (UPDATE"))
+        self.assertEqual(len(queries), 1, [q["sql"] for q in queries])
+        self.assertTrue(queries[0]["sql"].startswith("WITH numbered AS (UPDATE"))
         self.assertTrue(connection.get_autocommit())
         # What the statement saved is what the returned comment says, and its event carries its seq.
         saved = Comment.objects.get(pk=comment.pk)
@@ -204,3 +213,38 @@ class OneStatementSaveTests(TransactionTestCase):
         with self.assertRaises(Feed.DoesNotExist):
             comment_create(feed=gone, author="ann", body="too late")
         self.assertFalse(Comment.objects.filter(feed_id=gone.pk).exists())
+
+    def test_the_statement_refuses_a_registered_name_and_the_post_is_not_counted(self):
+        """The guest-name check on save: refused like comment_validate refuses it, nothing saved,
+        no seq used, and the refused posts do not count against the client's rate limit."""
+        get_user_model().objects.create_user("Alice", password="x")
+        cache.clear()
+        self.addCleanup(cache.clear)
+        with self.settings(FEED_POST_RATE="2/m"):
+            for _ in range(3):
+                with self.assertRaises(ValidationError) as refused:
+                    comment_submit(feed=self.feed, author="aLICE", body="me", client="guest-1")
+                self.assertEqual(refused.exception.message_dict, {"author": [REGISTERED_NAME_REFUSED]})
+            seqs = [comment_submit(feed=self.feed, author="Al", body=f"ok {n}", client="guest-1").body["seq"] for n in (1, 2)]
+            with self.assertRaises(RateLimited):
+                comment_submit(feed=self.feed, author="Al", body="third", client="guest-1")
+        self.assertEqual(seqs, [1, 2])
+        self.assertEqual(list(Comment.objects.values_list("author", flat=True)), ["Al", "Al"])
+
+    def test_a_post_with_other_faults_names_the_registered_name_too(self):
+        """Refused anyway (an empty body): the name is looked up there, so every fault is said at once."""
+        get_user_model().objects.create_user("Alice", password="x")
+        with self.assertRaises(ValidationError) as refused:
+            comment_create(feed=self.feed, author="alice", body="  ")
+        self.assertEqual(set(refused.exception.message_dict), {"author", "body"})
+        self.assertEqual(refused.exception.message_dict["author"], [REGISTERED_NAME_REFUSED])
+
+    def test_the_statements_name_check_is_served_by_the_index(self):
+        get_user_model().objects.create_user("Alice", password="x")
+        with CaptureQueriesContext(connection) as queries:
+            comment_create(feed=self.feed, author="bob", body="plain")
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")  # the planner's choice on a tiny table aside
+            cursor.execute(f"EXPLAIN {queries[0]['sql']}")  # EXPLAIN alone does not run it
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        self.assertIn("accounts_user_username_upper", plan)
