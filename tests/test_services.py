@@ -13,13 +13,8 @@ from django.test.utils import CaptureQueriesContext
 
 from feed.models import AUTHOR_MAX_LENGTH, BODY_MAX_LENGTH, Comment, Event, Feed
 from feed.ratelimit import RateLimited
-from feed.services import (
-    REGISTERED_NAME_REFUSED,
-    ReadingNotAllowed,
-    _is_registered_username,
-    comment_create,
-    comment_submit,
-)
+from feed.comment_rows import REGISTERED_NAME_REFUSED, is_registered_username
+from feed.services import ReadingNotAllowed, comment_create, comment_submit
 from notifications.models import Notification
 
 
@@ -155,8 +150,8 @@ class RegisteredNameLookupTests(TestCase):
         """Every guest post asks whether its display name is a registered username (case-insensitively)."""
         get_user_model().objects.create_user("Alice", password="x")
         with CaptureQueriesContext(connection) as queries:
-            self.assertTrue(_is_registered_username("aLICE"))
-        self.assertFalse(_is_registered_username("alicia"))
+            self.assertTrue(is_registered_username("aLICE"))
+        self.assertFalse(is_registered_username("alicia"))
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL enable_seqscan = off")  # the planner's choice on a tiny table aside
             cursor.execute(f"EXPLAIN {queries[0]['sql']}")
