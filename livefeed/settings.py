@@ -368,7 +368,7 @@ METRICS_ALLOWED_CIDRS = env_list("METRICS_ALLOWED_CIDRS", [])
 # How often each process writes its heartbeat (connections, samples) for /ops/.
 OPS_HEARTBEAT_INTERVAL = float(os.environ.get("OPS_HEARTBEAT_INTERVAL", "2"))
 # The server's garbage-collector thresholds (gc.set_threshold; notifications.startup.tune_garbage_collector).
-GC_THRESHOLDS = tuple(int(env_number(f"GC_THRESHOLD_{n}", default, int)) for n, default in enumerate((10_000, 10, 20)))
+GC_THRESHOLDS = tuple(int(env_number(f"GC_THRESHOLD_{n}", default, int)) for n, default in enumerate((5_000, 10, 40)))
 
 # --- Logging -------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ class ServerLogTests(MultiInstanceTestCase):
         self.assertIn("FEED_POST_RATE=7/m", limits)
         self.assertIn("DATA_UPLOAD_MAX_MEMORY_SIZE=65536", limits)
         collector = next(m for m in messages if m.startswith("Garbage collector: "))
-        self.assertRegex(collector, r"^Garbage collector: [1-9]\d* start-up objects frozen, thresholds \(10000, 11, 20\)$")
+        self.assertRegex(collector, r"^Garbage collector: [1-9]\d* start-up objects frozen, thresholds \(5000, 11, 40\)$")
         not_found = next(entry for entry in entries if entry["message"].startswith("Not Found"))
         self.assertEqual(not_found["level"], "WARNING")
         self.assertRegex(not_found["request_id"], r"^[0-9a-f]{32}$")
