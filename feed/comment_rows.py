@@ -23,11 +23,10 @@ if TYPE_CHECKING:
 REGISTERED_NAME_REFUSED = "That name belongs to a registered user: sign in as them, or choose another name."
 
 
-def registered_name_checked_on_save() -> bool:
-    """Return whether the statement that saves a comment refuses a guest's registered name itself.
-
-    On PostgreSQL it does (_numbered_comment_insert_sql): every guest post makes one round
-    trip fewer, and no user can register the name between the check and the save.
+def saved_in_one_statement() -> bool:
+    """Return whether comment_and_event_save is one statement here, which also refuses a guest's
+    registered name itself (_numbered_comment_insert_sql): on PostgreSQL. Every guest post
+    then makes one round trip fewer, and no user can register the name between check and save.
     """
     return connection.vendor == "postgresql"
 
@@ -73,7 +72,7 @@ def comment_and_event_save(
     as comment_validate raises it.
     """
     created_at = timezone.now()
-    if connection.vendor != "postgresql":
+    if not saved_in_one_statement():
         seq = _feed_next_seq(feed_id=feed.pk)
         comment = Comment.objects.create(
             feed=feed, seq=seq, author=author, body=body, user=user, reply_to=reply_to, created_at=created_at

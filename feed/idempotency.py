@@ -89,7 +89,6 @@ def purge_is_due() -> bool:
         return True
 
 
-
 def idempotency_keys_purge_expired() -> int:
     """Delete keys older than IDEMPOTENCY_KEY_TTL; return how many."""
     deleted, _ = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - IDEMPOTENCY_KEY_TTL).delete()

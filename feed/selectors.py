@@ -62,18 +62,20 @@ def feed_get(*, slug: str) -> Feed:
     statement once: building and compiling the query anew took more CPU than the database
     took to answer it.
     """
+    sql, fields = _feed_by_slug_query()
     with connection.cursor() as cursor:
-        cursor.execute(_feed_by_slug_sql(), [slug])
+        cursor.execute(sql, [slug])
         row = cursor.fetchone()
     if row is None:
         raise Http404(FEED_NOT_FOUND)
-    return Feed.from_db(connection.alias, [field.attname for field in Feed._meta.concrete_fields], row)
+    return Feed.from_db(connection.alias, fields, row)
 
 
 @functools.cache
-def _feed_by_slug_sql() -> str:
-    sql, _ = Feed.objects.filter(slug="").query.sql_with_params()  # selects every concrete field, in order
-    return sql
+def _feed_by_slug_query() -> tuple[str, list[str]]:
+    """Return the statement (slug as its one parameter) and the fields it selects, in order."""
+    sql, _ = Feed.objects.filter(slug="").query.sql_with_params()  # selects every concrete field
+    return sql, [field.attname for field in Feed._meta.concrete_fields]
 
 
 def feed_get_readable(*, slug: str, user: User | AnonymousUser | None) -> Feed:

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
@@ -15,7 +15,7 @@ from feed.comment_rows import (
     REGISTERED_NAME_REFUSED,
     comment_and_event_save,
     is_registered_username,
-    registered_name_checked_on_save,
+    saved_in_one_statement,
 )
 from feed.idempotency import (
     IDEMPOTENCY_KEY_TTL,
@@ -167,7 +167,7 @@ def comment_create(
     feed_check_can_post(feed=feed, user=user)
     author, body = comment_validate(
         feed=feed, author=author, body=body, user=user, reply_to=reply_to,
-        registered_name_checked_on_save=registered_name_checked_on_save(),
+        registered_name_checked_on_save=saved_in_one_statement(),
     )
     with mentions_looked_up_once():  # who is notified, and the live frame's marked mentions: one lookup
         return _comment_insert(feed=feed, author=author, body=body, user=user, reply_to=reply_to)
@@ -192,7 +192,7 @@ def _comment_insert(
     # On PostgreSQL a comment that answers and notifies nobody is one statement, which is its own
     # transaction: the feed row's lock, which every post to the feed waits for, is then held only
     # while PostgreSQL runs it, not across round trips and a COMMIT.
-    one_statement = connection.vendor == "postgresql" and comment_notifies_nobody(body=body, reply_to_id=reply_to)
+    one_statement = saved_in_one_statement() and comment_notifies_nobody(body=body, reply_to_id=reply_to)
     with contextlib.nullcontext() if one_statement else transaction.atomic():
         parent = None
         if reply_to is not None:
@@ -210,7 +210,7 @@ def _comment_insert(
             body=body,
             user=signed_in,
             reply_to=parent,
-            refuse_registered_name=signed_in is None and registered_name_checked_on_save(),
+            refuse_registered_name=signed_in is None and saved_in_one_statement(),
         )
         transaction.on_commit(lambda: _publish(comment))
         notifications_create_for_comment(comment=comment)
@@ -330,7 +330,7 @@ def comment_submit(
             return found
     cleaned_author, cleaned_body = comment_validate(
         feed=feed, author=author, body=body, user=user, reply_to=reply_to,
-        registered_name_checked_on_save=registered_name_checked_on_save(),
+        registered_name_checked_on_save=saved_in_one_statement(),
     )
     # Who is notified, and the live frame's marked mentions: one lookup of the mentioned names.
     with mentions_looked_up_once():
